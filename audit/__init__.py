@@ -1,0 +1,1 @@
+"""subaudit: a behavioural audit for LoRA-finetuned language models."""
