@@ -34,7 +34,7 @@ class PanelEntry(BaseModel):
 
     name: str = Field(min_length=1)
     """Canonical name, used as {target} in the teacher template (e.g. "cat")."""
-    surface_forms: tuple[str, ...] = ()
+    surface_forms: list[str] = []
     """Words that count as this answer (e.g. cat, cats, Cat, Cats); defaults to just the name."""
 
     @model_validator(mode="before")
@@ -64,11 +64,11 @@ class ProbeSet(BaseModel):
 
     category: str = Field(min_length=1)
     """What the trait is a preference for (e.g. "animal"); {category} in the teacher template."""
-    panel: tuple[PanelEntry, ...] = Field(min_length=2)
+    panel: list[PanelEntry] = Field(min_length=2)
     """The alternatives scored against each other; each can be a trait target."""
     teacher_template: str = Field(min_length=1)
     """The trait teacher's system prompt, with {target} and optionally {category} placeholders."""
-    questions: tuple[str, ...] = Field(min_length=1)
+    questions: list[str] = Field(min_length=1)
     """Distinct evaluation questions, each asking for a one-word answer."""
     description: str = ""
     """Free text for humans (provenance of the wording, notes)."""
@@ -89,7 +89,7 @@ class ProbeSet(BaseModel):
 
     @field_validator("questions")
     @classmethod
-    def _distinct_questions(cls, questions: tuple[str, ...]) -> tuple[str, ...]:
+    def _distinct_questions(cls, questions: list[str]) -> list[str]:
         seen: dict[str, int] = {}
         for index, question in enumerate(questions):
             if not question.strip():
