@@ -123,7 +123,11 @@ def test_missing_field_is_named(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
-    [("category: [unclosed\n", "invalid YAML at line"), ("- just\n- a list\n", "expected a mapping"), ("", "expected a mapping")],
+    [
+        ("category: [unclosed\n", "invalid YAML at line"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("", "expected a mapping"),
+    ],
 )
 def test_unreadable_yaml_is_one_line(tmp_path, text, fragment):
     with pytest.raises(ProbeFileError, match=fragment) as error:
