@@ -1,0 +1,79 @@
+"""Render `AuditResults` to HTML and Markdown with the jinja2 templates in templates/report/.
+
+Autoescape is on for both: model answers can contain HTML, and GitHub renders HTML inside Markdown.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from audit.report import svg
+from audit.results import AuditResults, Effect
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "report"
+
+
+class ReportTemplateError(RuntimeError):
+    """The report templates are missing (broken install); reinstall the package from a full checkout."""
+
+
+def _md_cell(value: object) -> str:
+    """Make text safe inside a Markdown table cell: no pipes or newlines breaking the row."""
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _effect(e: Effect | None) -> str:
+    return e.text() if e is not None else "–"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+@lru_cache(maxsize=1)
+def _environment():
+    import jinja2  # lazy: keeps `import audit.report` cheap for the plugin
+
+    if not TEMPLATE_DIR.is_dir():
+        raise ReportTemplateError(f"report templates not found at {TEMPLATE_DIR}; reinstall subaudit from a full checkout")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=True,  # for .md too: see module docstring
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(md_cell=_md_cell, effect=_effect, pvalue=_p)
+    env.globals.update(
+        rank_curve_svg=svg.rank_curve_svg, heatmap_svg=svg.heatmap_svg, bars_svg=svg.bars_svg
+    )
+    return env
+
+
+def render_html(results: AuditResults) -> str:
+    """The self-contained HTML report (inline CSS and SVG, no scripts, no external resources)."""
+    return _environment().get_template("report.html.jinja").render(r=results, counts=results.counts())
+
+
+def render_markdown(results: AuditResults) -> str:
+    """The Markdown twin, fit for a GitHub step summary or a PR comment."""
+    return _environment().get_template("report.md.jinja").render(r=results, counts=results.counts())
+
+
+def write_report(results: AuditResults, report_dir: Path) -> tuple[Path, Path]:
+    """Write report.html, report.md and results.json to report_dir/<run_id>/; return the two reports."""
+    out = Path(report_dir) / results.provenance.run_id
+    out.mkdir(parents=True, exist_ok=True)
+    html_path, md_path = out / "report.html", out / "report.md"
+    for path, text in (
+        (html_path, render_html(results)),
+        (md_path, render_markdown(results)),
+        (out / "results.json", results.model_dump_json(indent=2)),
+    ):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)  # atomic: a reader never sees half a report
+    return html_path, md_path

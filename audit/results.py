@@ -1,0 +1,230 @@
+"""The one results model of an audit run; every renderer (HTML, Markdown, terminal, JUnit) reads it.
+
+Checks record what they measured through a `ResultsCollector`; the plugin fills in each check's
+pytest outcome and freezes everything into `AuditResults` at the end of the session.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Outcome = Literal["passed", "failed", "skipped", "error", "not run"]
+CheckKind = Literal["claims", "gate"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Effect(_Frozen):
+    """One measured number with its uncertainty (DESIGN §6: every number with n and a CI)."""
+
+    value: float
+    """Point estimate (for trait checks: a difference in P(trait), absolute probability)."""
+    ci_low: float
+    """Lower end of the 95% CI."""
+    ci_high: float
+    """Upper end of the 95% CI."""
+    n: int
+    """Number of independent units behind the estimate (seed pairs x questions, as the method says)."""
+    p_value: float | None = None
+    """Unadjusted p-value of the check's test, if any."""
+    p_adjusted: float | None = None
+    """p-value after the multiplicity adjustment of its family (Holm for gates)."""
+    method: str = ""
+    """How it was computed, e.g. 'cluster bootstrap over questions, paired by seed'."""
+
+    @classmethod
+    def from_estimate(cls, estimate: Any, p_adjusted: float | None = None) -> "Effect":
+        """Convert an `audit.stats.Estimate` (or anything with the same attributes)."""
+        return cls(
+            value=float(estimate.value),
+            ci_low=float(estimate.ci_low),
+            ci_high=float(estimate.ci_high),
+            n=int(estimate.n),
+            p_value=None if getattr(estimate, "p_value", None) is None else float(estimate.p_value),
+            p_adjusted=p_adjusted,
+            method=str(getattr(estimate, "method", "")),
+        )
+
+    def text(self) -> str:
+        """Compact human form: '+0.031 [+0.010, +0.052] n=8'."""
+        return f"{self.value:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}] n={self.n}"
+
+
+class CheckResult(_Frozen):
+    """The verdict of one pytest check item."""
+
+    nodeid: str
+    """pytest node id of the item (stable, content-derived parameter ids)."""
+    kind: CheckKind
+    """claims or gate."""
+    name: str
+    """Readable name of the check, e.g. 'rank inverted-U'."""
+    trait: str | None = None
+    """Trait target the check is about, if any."""
+    context: str | None = None
+    """Chat context id the verdict refers to (for a failing gate: the context that failed)."""
+    outcome: Outcome = "not run"
+    """pytest outcome of the item."""
+    effect: Effect | None = None
+    """The headline number of the check."""
+    explanation: str = ""
+    """One or two sentences: what was measured and why the verdict follows."""
+    properties: dict[str, float | int | str] = Field(default_factory=dict)
+    """Extra key numbers (mirrored into JUnit user_properties)."""
+
+
+class CurvePoint(_Frozen):
+    x: float
+    """Rank (LoRA r)."""
+    effect: Effect
+
+
+class Series(_Frozen):
+    name: str
+    """Legend label, e.g. 'control', 'cat', 'full FT'."""
+    points: list[CurvePoint]
+
+
+class RankCurve(_Frozen):
+    """Transmission (or P(trait)) over LoRA rank for one trait, with control and full-FT reference."""
+
+    trait: str
+    y_label: str = "P(trait) student - control"
+    series: list[Series]
+    full_ft: Effect | None = None
+    """Full-finetuning value drawn as a horizontal reference line."""
+
+
+class Heatmap(_Frozen):
+    """Train context x eval context grid of transmission for one trait."""
+
+    trait: str
+    train_contexts: list[str]
+    eval_contexts: list[str]
+    cells: list[list[Effect | None]]
+    """cells[i][j]: trained in train_contexts[i], evaluated in eval_contexts[j]."""
+
+
+class Bar(_Frozen):
+    label: str
+    effect: Effect
+
+
+class Localisation(_Frozen):
+    """Position-gated LoRA: effect recovered with the adapter on only some token positions."""
+
+    trait: str
+    bars: list[Bar]
+    stated_share: float
+    """Share of the full effect 'entity only' must recover."""
+
+
+class Sample(_Frozen):
+    """A model answer shown verbatim (escaped) in the report, so readers see what was scored."""
+
+    context: str
+    question: str
+    answer: str
+    source: str = ""
+    """Which model produced it: base, adapter, teacher, student r=8, ..."""
+
+
+class Provenance(_Frozen):
+    """Where the numbers come from."""
+
+    run_id: str
+    model: str
+    model_hash: str = ""
+    adapter: str | None = None
+    adapter_hash: str | None = None
+    engine: str = ""
+    dtype: str = ""
+    profile: str = ""
+    seeds: list[int] = Field(default_factory=list)
+    traits: list[str] = Field(default_factory=list)
+    margin: float | None = None
+    data: dict[str, str] = Field(default_factory=dict)
+    """Dataset / cache artefact keys used by the run."""
+    versions: dict[str, str] = Field(default_factory=dict)
+    started_at: str = ""
+    wall_time_s: float = 0.0
+    command: str = ""
+
+
+class AuditResults(_Frozen):
+    """Everything one audit run produced."""
+
+    provenance: Provenance
+    checks: list[CheckResult] = Field(default_factory=list)
+    rank_curves: list[RankCurve] = Field(default_factory=list)
+    heatmaps: list[Heatmap] = Field(default_factory=list)
+    localisations: list[Localisation] = Field(default_factory=list)
+    samples: list[Sample] = Field(default_factory=list)
+    session_failures: list[str] = Field(default_factory=list)
+    """Suite-level failures (e.g. the gate was requested but a gate check failed or never ran)."""
+
+    def counts(self) -> dict[str, int]:
+        out = {"passed": 0, "failed": 0, "skipped": 0, "error": 0, "not run": 0}
+        for check in self.checks:
+            out[check.outcome] += 1
+        return out
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed or errored and no suite-level failure was recorded."""
+        c = self.counts()
+        return c["failed"] == 0 and c["error"] == 0 and not self.session_failures
+
+
+def is_finite_effect(effect: Effect | None) -> bool:
+    return effect is not None and all(math.isfinite(v) for v in (effect.value, effect.ci_low, effect.ci_high))
+
+
+class ResultsCollector:
+    """Mutable accumulator used during the session; `freeze` turns it into AuditResults."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, CheckResult] = {}
+        self.rank_curves: list[RankCurve] = []
+        self.heatmaps: list[Heatmap] = []
+        self.localisations: list[Localisation] = []
+        self.samples: list[Sample] = []
+        self.session_failures: list[str] = []
+
+    def record_check(self, check: CheckResult) -> None:
+        """Record (or replace) what a check measured; the outcome is filled in by `set_outcome`."""
+        previous = self._checks.get(check.nodeid)
+        if previous is not None and check.outcome == "not run":
+            check = check.model_copy(update={"outcome": previous.outcome})
+        self._checks[check.nodeid] = check
+
+    def set_outcome(self, nodeid: str, outcome: Outcome, kind: CheckKind, name: str, why: str = "") -> None:
+        """Set the pytest outcome; a check that recorded nothing still appears (e.g. skipped)."""
+        check = self._checks.get(nodeid) or CheckResult(nodeid=nodeid, kind=kind, name=name)
+        update: dict[str, Any] = {"outcome": outcome}
+        if why and not check.explanation:
+            update["explanation"] = why
+        self._checks[nodeid] = check.model_copy(update=update)
+
+    def check(self, nodeid: str) -> CheckResult | None:
+        return self._checks.get(nodeid)
+
+    @property
+    def checks(self) -> list[CheckResult]:
+        return list(self._checks.values())
+
+    def freeze(self, provenance: Provenance) -> AuditResults:
+        return AuditResults(
+            provenance=provenance,
+            checks=self.checks,
+            rank_curves=self.rank_curves,
+            heatmaps=self.heatmaps,
+            localisations=self.localisations,
+            samples=self.samples,
+            session_failures=self.session_failures,
+        )
