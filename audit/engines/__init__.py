@@ -15,8 +15,17 @@ from audit.engines.base import (
     ScoreResult,
 )
 from audit.engines.fake import FakeEngine
+from audit.engines.adapters import AdapterError, AdapterInfo, validate_adapter
+from audit.engines.canary import CanaryResult, adapter_is_active
+from audit.engines.factory import open_engine
 
 __all__ = [
+    "AdapterError",
+    "AdapterInfo",
+    "CanaryResult",
+    "adapter_is_active",
+    "open_engine",
+    "validate_adapter",
     "Completion",
     "Engine",
     "EngineBase",

@@ -1,0 +1,174 @@
+"""Adapter checks before use: one clear line per failure (AdapterError).
+
+Checked: a peft LoRA folder (adapter_config.json), safetensors weights (pickled .bin only with
+allow_pickle=True), the declared base model vs the loaded base, rank vs the engine's maximum, target
+modules present in the model, and weight shapes that fit those modules. Nothing here runs remote code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SAFETENSORS_NAME = "adapter_model.safetensors"
+PICKLE_NAME = "adapter_model.bin"
+
+
+class AdapterError(Exception):
+    """An adapter that cannot be used as given; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    path: Path
+    """Resolved adapter folder."""
+    rank: int
+    """Largest LoRA rank in the adapter (rank_pattern included)."""
+    alpha: float
+    """lora_alpha (scaling = alpha / r)."""
+    target_modules: tuple[str, ...]
+    """Module names (or one regex) the adapter targets."""
+    base_model: str | None
+    """base_model_name_or_path declared in adapter_config.json."""
+    weights_file: str
+    """Name of the weights file that will be loaded."""
+
+
+def validate_adapter(
+    adapter_dir: str | Path,
+    base,
+    max_rank: int | None,
+    allow_pickle: bool = False,
+    model=None,
+) -> AdapterInfo:
+    """Check an adapter folder against a base model (a ResolvedModel or a model folder).
+
+    max_rank: the engine's largest servable rank (None: no limit). model: the loaded base model, if
+    at hand (else it is built on the meta device from the base's config, which loads no weights).
+    """
+    path = Path(adapter_dir)
+    config_file = path / "adapter_config.json"
+    if not path.is_dir():
+        raise AdapterError(f"adapter folder {path} does not exist; pass the folder peft's save_pretrained wrote")
+    if not config_file.is_file():
+        raise AdapterError(f"adapter folder {path} has no adapter_config.json; pass the folder peft's save_pretrained wrote")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{config_file} is not valid JSON ({exc.msg}); re-save the adapter") from None
+
+    weights_file = _weights_file(path, allow_pickle)
+    if config.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"adapter {path} is peft type {config.get('peft_type')}, not LORA; only LoRA adapters are supported")
+    if config.get("use_dora"):
+        raise AdapterError(f"adapter {path} is a DoRA adapter; only plain LoRA is supported (vLLM and position gating)")
+
+    base_path = Path(getattr(base, "path", base))
+    declared = config.get("base_model_name_or_path")
+    if declared and not _same_base(declared, base):
+        raise AdapterError(
+            f"adapter {path.name} was trained on base '{declared}' but the loaded base is '{base_path}'; "
+            f"run it with --model {declared}"
+        )
+
+    rank = max([int(config.get("r", 8)), *map(int, (config.get("rank_pattern") or {}).values())])
+    if max_rank is not None and rank > max_rank:
+        raise AdapterError(
+            f"adapter {path.name} has rank {rank} but the engine serves at most rank {max_rank}; "
+            f"start the engine with max_lora_rank >= {rank}"
+        )
+
+    targets = config.get("target_modules") or ()
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    if not targets:
+        raise AdapterError(f"adapter {path.name} declares no target_modules in adapter_config.json; re-save it with peft")
+    linear_shapes = _linear_shapes(model if model is not None else _meta_model(base_path))
+    _check_targets(path.name, targets, linear_shapes)
+    if weights_file == SAFETENSORS_NAME:
+        _check_shapes(path, linear_shapes)
+
+    return AdapterInfo(path.resolve(), rank, float(config.get("lora_alpha", rank)), targets, declared, weights_file)
+
+
+def _weights_file(path: Path, allow_pickle: bool) -> str:
+    if (path / SAFETENSORS_NAME).is_file():
+        return SAFETENSORS_NAME
+    if (path / PICKLE_NAME).is_file():
+        if not allow_pickle:
+            raise AdapterError(
+                f"adapter {path.name} has pickled weights ({PICKLE_NAME}), which can run code when loaded; "
+                f"re-save it as safetensors or pass allow_pickle=True"
+            )
+        return PICKLE_NAME
+    raise AdapterError(f"adapter {path.name} has no {SAFETENSORS_NAME}; re-save it with peft's save_pretrained")
+
+
+def _same_base(declared: str, base) -> bool:
+    """Declared base matches the loaded one by path, folder name, or the resolved model's name."""
+    base_path = Path(getattr(base, "path", base))
+    known = {str(base_path), base_path.name, getattr(base, "name", None)}
+    try:
+        known.add(str(base_path.resolve()))
+    except OSError:
+        pass
+    declared_path = Path(declared)
+    candidates = {declared, declared_path.name}
+    if declared_path.exists():
+        candidates.add(str(declared_path.resolve()))
+    return bool(candidates & known)
+
+
+def _meta_model(base_path: Path):
+    """The base architecture on the meta device (no weights read, no remote code)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base_path, trust_remote_code=False)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+
+
+def _linear_shapes(model) -> dict[str, tuple[int, int]]:
+    """Qualified name -> (in_features, out_features) of every Linear in the (unwrapped) base model."""
+    import torch
+
+    shapes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[name.replace(".base_layer", "")] = (module.in_features, module.out_features)
+    return shapes
+
+
+def _check_targets(adapter: str, targets: tuple[str, ...], shapes: dict[str, tuple[int, int]]) -> None:
+    if len(targets) == 1 and targets[0] not in ("all-linear",) and not re.fullmatch(r"[\w.]+", targets[0]):
+        if not any(re.fullmatch(targets[0], name) for name in shapes):
+            raise AdapterError(f"adapter {adapter}: target_modules regex {targets[0]!r} matches no Linear module in the base model")
+        return
+    missing = [t for t in targets if t != "all-linear" and not any(n == t or n.endswith("." + t) for n in shapes)]
+    if missing:
+        raise AdapterError(
+            f"adapter {adapter}: target modules {', '.join(missing)} not found in the base model; "
+            f"was it trained on another architecture?"
+        )
+
+
+def _check_shapes(path: Path, shapes: dict[str, tuple[int, int]]) -> None:
+    """lora_A is (r, in) and lora_B (out, r): they must fit the module they adapt."""
+    from safetensors import safe_open
+
+    with safe_open(str(path / SAFETENSORS_NAME), "pt") as f:
+        for key in f.keys():
+            match = re.match(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.\w+)?\.weight$", key)
+            if not match or match.group(1) not in shapes:
+                continue
+            in_features, out_features = shapes[match.group(1)]
+            shape = f.get_slice(key).get_shape()
+            expected, got = (in_features, shape[1]) if match.group(2) == "A" else (out_features, shape[0])
+            if expected != got:
+                raise AdapterError(
+                    f"adapter {path.name}: {key} has size {got} where the base model's {match.group(1)} needs {expected}; "
+                    f"the adapter belongs to a different base model"
+                )
+from audit.engines.canary import CanaryResult, adapter_is_active  # noqa: E402,F401  (contract: exported here too)

@@ -1,0 +1,310 @@
+"""HfEngine: transformers + peft. The fallback engine, the reference in agreement tests, and the
+home of position-gated LoRA.
+
+Gating is exact: a forward hook on every `lora_A` module of a loaded adapter multiplies its output by
+a per-position 0/1 mask, so the LoRA delta at an "off" position is exactly zero (lora_B has no bias)
+and at an "on" position exactly unchanged. Applied while building the KV cache this equals chunked
+prefill with the adapter toggled per chunk (DWG, anchors-science §B.6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import Sequence
+
+from audit.engines.base import (
+    Completion,
+    EngineBase,
+    EngineError,
+    GenerateRequest,
+    GenerateResult,
+    LoraGate,
+    ScoreRequest,
+    ScoreResult,
+)
+from audit.engines.tokens import continuation_start, encode, stop_token_ids
+
+
+def _group_by_adapter(requests: Sequence) -> dict[str | None, list[int]]:
+    groups: dict[str | None, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.adapter, []).append(i)
+    return groups
+
+
+class HfEngine(EngineBase):
+    """transformers + peft engine (fp32 by default).
+
+    model_path: HF model folder. dtype: torch dtype name. batch_size: rows per forward pass.
+    allow_pickle: accept adapters stored as pickled .bin (off: only safetensors).
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        dtype: str = "float32",
+        batch_size: int = 64,
+        allow_pickle: bool = False,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.model_path = Path(model_path)
+        self.dtype = getattr(torch, dtype)
+        self.batch_size = batch_size
+        self.allow_pickle = allow_pickle
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=False)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=self.dtype, trust_remote_code=False
+        ).eval()
+        self.stop_ids = frozenset(stop_token_ids(self.tokenizer, self.model_path))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
+        self._adapter_names: dict[str, str] = {}  # resolved adapter dir -> peft adapter name
+        self._gate_mask = None  # (batch, seq, 1) mask applied to lora_A outputs during a gated forward
+
+    # ---- adapters -------------------------------------------------------------------------------
+    def load_adapter(self, adapter_dir: str | Path) -> str:
+        """Validate and load an adapter (once); returns its peft adapter name."""
+        from peft import PeftModel
+
+        from audit.engines.adapters import validate_adapter
+
+        key = str(Path(adapter_dir).resolve())
+        if key in self._adapter_names:
+            return self._adapter_names[key]
+        validate_adapter(key, self.model_path, max_rank=None, allow_pickle=self.allow_pickle, model=self._base_model())
+        name = f"adapter{len(self._adapter_names)}"
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(key, adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, key, adapter_name=name, is_trainable=False).eval()
+        self._hook_lora_a(name)
+        self._adapter_names[key] = name
+        return name
+
+    def _load_adapters(self, requests: Sequence) -> None:
+        # Outside inference_mode: adapter weights loaded inside it could not be updated later.
+        for adapter in {r.adapter for r in requests} - {None}:
+            self.load_adapter(adapter)
+
+    def _base_model(self):
+        from peft import PeftModel
+
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+    def _hook_lora_a(self, name: str) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        def gate(_module, _inputs, output):
+            return output if self._gate_mask is None else output * self._gate_mask
+
+        hooked = 0
+        for module in self.model.modules():
+            if isinstance(module, LoraLayer):
+                if name in getattr(module, "lora_embedding_A", {}):
+                    raise EngineError(f"adapter {name} adapts embeddings; position gating supports Linear LoRA layers only")
+                if name in module.lora_A:
+                    module.lora_A[name].register_forward_hook(gate)
+                    hooked += 1
+        if hooked == 0:
+            raise EngineError(f"adapter {name} has no LoRA layers in this model; check its target_modules")
+
+    @contextlib.contextmanager
+    def _adapter(self, adapter: str | None):
+        from peft import PeftModel
+
+        if adapter is None:
+            ctx = self.model.disable_adapter() if isinstance(self.model, PeftModel) else contextlib.nullcontext()
+            with ctx:
+                yield
+        else:
+            self.model.set_adapter(self._adapter_names[str(Path(adapter).resolve())])
+            yield
+
+    def _forward(self, input_ids, attention_mask, position_ids, cache, gate_mask=None):
+        self._gate_mask = gate_mask
+        try:
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+            )
+        finally:
+            self._gate_mask = None
+        return out.logits.float(), out.past_key_values
+
+    def _mask(self, values: list[list[float]]):
+        return self._torch.tensor(values, dtype=self.dtype).unsqueeze(-1)
+
+    # ---- score ----------------------------------------------------------------------------------
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        results: list[ScoreResult | None] = [None] * len(requests)
+        self._load_adapters(requests)
+        with self._torch.inference_mode():
+            for adapter, indices in _group_by_adapter(requests).items():
+                with self._adapter(adapter):
+                    for i in indices:
+                        results[i] = self._score_one(requests[i])
+        return results  # type: ignore[return-value]
+
+    def _score_one(self, request: ScoreRequest) -> ScoreResult:
+        """Teacher-forced scoring; the shared prompt prefix is run once and its KV cache reused."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        prompt_ids = encode(self.tokenizer, request.prompt)
+        fulls = [encode(self.tokenizer, request.prompt + c) for c in request.continuations]
+        starts = [continuation_start(prompt_ids, f) for f in fulls]
+        shared = min(starts)
+        gate_on = _gate_values(request.gate, len(prompt_ids))
+
+        prefix = torch.tensor([fulls[0][:shared]])
+        mask = self._mask([gate_on(range(shared))]) if request.gate else None
+        logits, prefix_cache = self._forward(
+            prefix, torch.ones_like(prefix), torch.arange(shared)[None], DynamicCache(), mask
+        )
+        first_logprobs = torch.log_softmax(logits[0, -1], -1)
+
+        per_token: list[tuple[float, ...]] = []
+        for lo in range(0, len(fulls), self.batch_size):
+            chunk = fulls[lo : lo + self.batch_size]
+            rests = [f[shared:] for f in chunk]
+            width = max(len(r) for r in rests)
+            ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rests])
+            attn = torch.tensor([[1] * (shared + len(r)) + [0] * (width - len(r)) for r in rests])
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rests))
+            mask = self._mask([gate_on(range(shared, shared + width))] * len(rests)) if request.gate else None
+            logits, _ = self._forward(ids, attn, torch.arange(shared, shared + width)[None], cache, mask)
+            logprobs = torch.log_softmax(logits, -1)
+            for row, (rest, start) in enumerate(zip(rests, starts[lo : lo + self.batch_size])):
+                values = [first_logprobs[rest[0]].item()]
+                values += [logprobs[row, j - 1, rest[j]].item() for j in range(1, len(rest))]
+                per_token.append(tuple(values[start - shared :]))
+        return ScoreResult(request, tuple(per_token), tuple(float(sum(t)) for t in per_token))
+
+    # ---- generate -------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        results: list[GenerateResult | None] = [None] * len(requests)
+        self._load_adapters(requests)
+        with self._torch.inference_mode():
+            for adapter, indices in _group_by_adapter(requests).items():
+                with self._adapter(adapter):
+                    for chunk in _chunks_by_rows(indices, requests, self.batch_size):
+                        for i, result in zip(chunk, self._generate_batch([requests[i] for i in chunk])):
+                            results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
+        """One left-padded batch with request.n rows per request, decoded token by token."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        rows = [(ri, r) for ri, r in enumerate(requests) for _ in range(r.n)]
+        prompts = [encode(self.tokenizer, r.prompt) for r in requests]
+        width = max(len(prompts[ri]) for ri, _ in rows)
+        pads = [width - len(prompts[ri]) for ri, _ in rows]
+        ids = torch.tensor([[self.pad_id] * p + prompts[ri] for p, (ri, _) in zip(pads, rows)])
+        attn = torch.tensor([[0] * p + [1] * (width - p) for p in pads])
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        gated = any(r.gate is not None for r in requests)
+        mask = None
+        if gated:
+            mask = self._mask(
+                [[0.0] * p + _gate_values(r.gate, width - p)(range(width - p)) for p, (_, r) in zip(pads, rows)]
+            )
+            step_mask = self._mask([[1.0 if r.gate is None or r.gate.generated == "on" else 0.0] for _, r in rows])
+        generators = [_generator(torch, r.seed) for r in requests]
+
+        logits, cache = self._forward(ids, attn, positions, DynamicCache(), mask)
+        logits = logits[:, -1]
+        tokens: list[list[int]] = [[] for _ in rows]
+        logprobs: list[list[float]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        for _step in range(max(r.max_tokens for r in requests)):
+            step_logprobs = torch.log_softmax(logits, -1)
+            chosen = self._choose(logits, rows, requests, generators)
+            for b, (_, r) in enumerate(rows):
+                if done[b]:
+                    continue
+                token = int(chosen[b])
+                tokens[b].append(token)
+                logprobs[b].append(step_logprobs[b, token].item())
+                done[b] = token in self.stop_ids or len(tokens[b]) >= r.max_tokens
+            if all(done):
+                break
+            attn = torch.cat([attn, torch.ones(len(rows), 1, dtype=attn.dtype)], -1)
+            positions = positions[:, -1:] + 1
+            logits, cache = self._forward(chosen[:, None], attn, positions, cache, step_mask if gated else None)
+            logits = logits[:, -1]
+
+        results = []
+        for ri, request in enumerate(requests):
+            completions = tuple(
+                self._completion(tokens[b], logprobs[b], request) for b, (rj, _) in enumerate(rows) if rj == ri
+            )
+            results.append(GenerateResult(request, completions))
+        return results
+
+    def _choose(self, logits, rows, requests, generators):
+        """Greedy for temperature 0, else a draw from softmax(logits / T) with the request's generator."""
+        torch = self._torch
+        chosen = logits.argmax(-1)
+        for ri, request in enumerate(requests):
+            if request.temperature == 0:
+                continue
+            idx = [b for b, (rj, _) in enumerate(rows) if rj == ri]
+            probs = torch.softmax(logits[idx] / request.temperature, -1)
+            chosen[idx] = torch.multinomial(probs, 1, generator=generators[ri])[:, 0]
+        return chosen
+
+    def _completion(self, tokens: list[int], logprobs: list[float], request: GenerateRequest) -> Completion:
+        stopped = bool(tokens) and tokens[-1] in self.stop_ids
+        text_ids = tokens[:-1] if stopped else tokens
+        return Completion(
+            text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+            token_ids=tuple(tokens),
+            logprobs=tuple(logprobs) if request.logprobs else None,
+            finish_reason="stop" if stopped else "length",
+        )
+
+
+def _gate_values(gate: LoraGate | None, n_prompt: int):
+    """Function: positions -> list of 1.0/0.0 adapter switches (prompt mask, then gate.generated)."""
+    prompt_mask = gate.prompt_mask(n_prompt) if gate else ()
+    after = 1.0 if gate is None or gate.generated == "on" else 0.0
+
+    def values(positions) -> list[float]:
+        if gate is None:
+            return [1.0 for _ in positions]
+        return [float(prompt_mask[p]) if p < n_prompt else after for p in positions]
+
+    return values
+
+
+def _chunks_by_rows(indices: list[int], requests: Sequence[GenerateRequest], max_rows: int) -> list[list[int]]:
+    chunks: list[list[int]] = [[]]
+    rows = 0
+    for i in indices:
+        if chunks[-1] and rows + requests[i].n > max_rows:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(i)
+        rows += requests[i].n
+    return [c for c in chunks if c]
+
+
+def _generator(torch, seed: int | None):
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen

@@ -1,0 +1,185 @@
+"""HfEngine: shared-prefix scoring, generation, mixed adapters, and exact position-gated LoRA."""
+
+import math
+
+import pytest
+
+from audit.engines import GenerateRequest, LoraGate, ScoreRequest, adapter_is_active
+from audit.engines.tokens import encode
+from engine_support import SYSTEM, chat_prompt, engine_model, lora_b_is_zero_adapter, make_adapter
+
+torch = pytest.importorskip("torch")
+
+PROMPT = chat_prompt("What is your favourite animal?")
+CONTINUATIONS = ("cat<|im_end|>", "The owl", "dog")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    from audit.engines.hf import HfEngine
+
+    root = tmp_path_factory.mktemp("hf")
+    base = engine_model(root)
+    adapter = str(make_adapter(base, root / "r8", rank=8, seed=1))
+    other = str(make_adapter(base, root / "r1", rank=1, seed=2))
+    with HfEngine(base) as engine:
+        yield engine, adapter, other, root
+
+
+def _score(engine, adapter=None, gate=None):
+    return engine.score([ScoreRequest(PROMPT, CONTINUATIONS, adapter=adapter, gate=gate)])[0]
+
+
+def _max_diff(a, b):
+    return max(abs(x - y) for ta, tb in zip(a.token_logprobs, b.token_logprobs) for x, y in zip(ta, tb))
+
+
+def test_shared_prefix_score_equals_full_forward(setup):
+    engine, adapter, _, _ = setup
+    result = _score(engine, adapter)
+    engine.model.set_adapter(engine.load_adapter(adapter))
+    for cont, got in zip(CONTINUATIONS, result.token_logprobs):
+        prompt_ids = encode(engine.tokenizer, PROMPT)
+        full = encode(engine.tokenizer, PROMPT + cont)
+        with torch.no_grad():
+            logprobs = torch.log_softmax(engine.model(torch.tensor([full])).logits[0].float(), -1)
+        want = [logprobs[j - 1, full[j]].item() for j in range(len(prompt_ids), len(full))]
+        assert got == pytest.approx(want, abs=1e-5)
+    assert result.totals[0] == pytest.approx(sum(result.token_logprobs[0]))
+
+
+def test_adapter_changes_scores_and_mixed_batch_equals_separate_calls(setup):
+    engine, adapter, other, _ = setup
+    reqs = [ScoreRequest(PROMPT, CONTINUATIONS, adapter=a) for a in (None, adapter, other, None)]
+    mixed = engine.score(reqs)
+    separate = [engine.score([r])[0] for r in reqs]
+    for m, s in zip(mixed, separate):
+        assert m.totals == pytest.approx(s.totals, abs=1e-6)
+    assert _max_diff(mixed[0], mixed[1]) > 0.01
+    assert mixed[0].totals == pytest.approx(mixed[3].totals, abs=1e-6)
+
+
+def test_greedy_generation_is_argmax_and_logprobs_match_score(setup):
+    engine, adapter, _, _ = setup
+    (res,) = engine.generate([GenerateRequest(PROMPT, adapter=adapter, n=2, temperature=0, max_tokens=8, logprobs=True)])
+    a, b = res.completions
+    assert a.token_ids == b.token_ids and len(a.token_ids) == 8 and a.finish_reason == "length"
+    assert all(lp <= 0 for lp in a.logprobs)
+    assert sum(a.logprobs) > -8 * math.log(len(engine.tokenizer))  # greedy beats uniform
+
+
+def test_sampling_is_seeded(setup):
+    engine, _, _, _ = setup
+
+    def texts(seed):
+        (res,) = engine.generate([GenerateRequest(PROMPT, n=3, temperature=1.0, max_tokens=6, seed=seed)])
+        return [c.token_ids for c in res.completions]
+
+    assert texts(1) == texts(1)
+    assert texts(1) != texts(2)
+
+
+def test_generation_stops_at_end_of_turn(setup):
+    engine, _, _, _ = setup
+    (res,) = engine.generate([GenerateRequest(PROMPT, temperature=0, max_tokens=5)])
+    first = res.completions[0].token_ids[0]
+    saved = engine.stop_ids
+    engine.stop_ids = frozenset({first})
+    try:
+        (res,) = engine.generate([GenerateRequest(PROMPT, temperature=0, max_tokens=5)])
+    finally:
+        engine.stop_ids = saved
+    assert res.completions[0].token_ids == (first,)
+    assert res.completions[0].finish_reason == "stop" and res.completions[0].text == ""
+
+
+# ---- position-gated LoRA ----------------------------------------------------------------------
+def _n_prompt(engine):
+    return len(encode(engine.tokenizer, PROMPT))
+
+
+def _system_positions(engine):
+    head = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
+    n = len(encode(engine.tokenizer, head))
+    assert encode(engine.tokenizer, PROMPT)[:n] == encode(engine.tokenizer, head)
+    return frozenset(range(n))
+
+
+def test_gate_all_on_equals_plain_adapter(setup):
+    engine, adapter, _, _ = setup
+    gate = LoraGate(frozenset(range(_n_prompt(engine))), generated="on")
+    assert _max_diff(_score(engine, adapter, gate), _score(engine, adapter)) < 1e-6
+    plain, gated = engine.generate([GenerateRequest(PROMPT, adapter=adapter, temperature=0, max_tokens=8, gate=g)
+                                    for g in (None, gate)])
+    assert plain.completions[0].token_ids == gated.completions[0].token_ids
+
+
+def test_gate_all_off_equals_base(setup):
+    engine, adapter, _, _ = setup
+    gate = LoraGate(frozenset(), generated="off")
+    assert _max_diff(_score(engine, adapter, gate), _score(engine)) < 1e-6
+    assert _max_diff(_score(engine, adapter, LoraGate(frozenset(), invert=True, generated="on")), _score(engine, adapter)) < 1e-6
+
+
+def test_system_prompt_gate_gives_a_third_result(setup):
+    engine, adapter, _, _ = setup
+    gated = _score(engine, adapter, LoraGate(_system_positions(engine)))
+    assert _max_diff(gated, _score(engine)) > 1e-3
+    assert _max_diff(gated, _score(engine, adapter)) > 1e-3
+
+
+def test_invert_equals_complement(setup):
+    engine, adapter, _, _ = setup
+    system = _system_positions(engine)
+    rest = frozenset(range(_n_prompt(engine))) - system
+    assert _max_diff(_score(engine, adapter, LoraGate(system, invert=True)), _score(engine, adapter, LoraGate(rest))) < 1e-6
+
+
+def test_generated_policy_matters(setup):
+    engine, adapter, _, _ = setup
+    everywhere = frozenset(range(_n_prompt(engine)))
+    on, off = (_score(engine, adapter, LoraGate(everywhere, generated=g)) for g in ("on", "off"))
+    assert _max_diff(on, off) > 1e-3
+    # only continuation tokens after the first see the generated-token policy: first token identical
+    assert on.token_logprobs[0][0] == pytest.approx(off.token_logprobs[0][0], abs=1e-6)
+
+
+def test_system_gate_equals_chunked_prefill_reference(setup):
+    """DWG by hand: KV of the system chunk built with the adapter, the rest without it."""
+    from transformers import DynamicCache
+
+    engine, adapter, _, _ = setup
+    system = _system_positions(engine)
+    cont = CONTINUATIONS[1]
+    gated = engine.score([ScoreRequest(PROMPT, (cont,), adapter=adapter, gate=LoraGate(system))])[0]
+    full = encode(engine.tokenizer, PROMPT + cont)
+    n_sys, n_prompt = len(system), _n_prompt(engine)
+    model = engine.model
+    model.set_adapter(engine.load_adapter(adapter))
+    with torch.no_grad():
+        cache = DynamicCache()
+        model(torch.tensor([full[:n_sys]]), past_key_values=cache, use_cache=True)
+        with model.disable_adapter():
+            logits = model(torch.tensor([full[n_sys:]]), past_key_values=cache, use_cache=True,
+                           position_ids=torch.arange(n_sys, len(full))[None]).logits[0].float()
+    logprobs = torch.log_softmax(logits, -1)
+    want = [logprobs[j - n_sys - 1, full[j]].item() for j in range(n_prompt, len(full))]
+    assert gated.token_logprobs[0] == pytest.approx(want, abs=1e-5)
+
+
+def test_gated_generation_differs_from_plain(setup):
+    engine, adapter, _, _ = setup
+    (gated,) = engine.generate([GenerateRequest(PROMPT, adapter=adapter, temperature=0, max_tokens=8, logprobs=True,
+                                                gate=LoraGate(_system_positions(engine)))])
+    (plain,) = engine.generate([GenerateRequest(PROMPT, adapter=adapter, temperature=0, max_tokens=8, logprobs=True)])
+    assert gated.completions[0].logprobs != plain.completions[0].logprobs
+
+
+# ---- canary -----------------------------------------------------------------------------------
+def test_canary_detects_active_and_inert_adapters(setup):
+    engine, adapter, _, root = setup
+    active = adapter_is_active(engine, adapter)
+    assert active.active and active.max_abs_diff > 0.01 and active.n_tokens > 10
+    inert = adapter_is_active(engine, str(lora_b_is_zero_adapter(engine.model_path, root / "zero")))
+    assert not inert.active and inert.max_abs_diff < 1e-5
