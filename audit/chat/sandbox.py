@@ -80,6 +80,10 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         self.filters["tojson"] = _tojson
         self.globals["raise_exception"] = _raise_exception
 
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        # The stock sandbox returns an Undefined that prints as ""; an explicit refusal is clearer.
+        raise jinja2.exceptions.SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__} is unsafe")
+
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
             if isinstance(left, int) and isinstance(right, int) and right > 0:
