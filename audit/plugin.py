@@ -151,6 +151,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     audit = _session(session.config)
     if audit is None or hasattr(session.config, "workerinput"):  # xdist workers: the controller reports
         return
+    if session.config.option.collectonly:
+        return
     config = audit.config
     if config.adapter is not None:
         gates = [c for c in audit.collector.checks if c.kind == "gate"]
@@ -268,3 +270,20 @@ def audit_record(request: pytest.FixtureRequest, audit_session: "AuditSession") 
     return record
 
 
+
+
+@pytest.fixture(scope="session")
+def audit_experiment(audit_session: "AuditSession", audit_model: Any) -> Any:
+    """The claims' experiments (audit.experiments.ClaimsExperiment), run through the cached pipeline."""
+    from audit.experiments import ClaimsExperiment
+
+    return ClaimsExperiment(audit_session.config, audit_model)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise `audit_trait` by the configured traits, ids = trait names (stable across runs)."""
+    if "audit_trait" not in metafunc.fixturenames:
+        return
+    session = _session(metafunc.config)
+    traits = session.config.traits if session is not None else ("cat",)
+    metafunc.parametrize("audit_trait", traits, ids=list(traits), scope="session")

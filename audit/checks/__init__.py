@@ -1,0 +1,1 @@
+"""The checks users run: `pytest audit/ --model M [--adapter DIR]` (fixtures come from audit.plugin)."""

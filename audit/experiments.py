@@ -1,0 +1,134 @@
+"""The claims' experiments on top of the pipeline: which grids to run, and their results as paired cells.
+
+One `ClaimsExperiment` per session; grids are run through the cached pipeline runner, so a warm
+rerun only loads artefacts. Contexts are named by their system mode (template-default, empty,
+custom:chatgpt), as DESIGN §2 asks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from audit.config import AuditConfig
+from audit.results import CurvePoint, Effect, Heatmap, RankCurve, Series
+from audit.verdicts import PairedCell
+
+GRID_SYSTEMS = ("template-default", "empty", "custom:chatgpt")
+"""Train x eval system-prompt modes of the context-dependence claim (DESIGN §2)."""
+HEADLINE_CELL = ("template-default", "empty")
+"""Trained with the template's default system prompt, evaluated with an explicit empty one."""
+
+
+def model_context(model: Any, system: str):
+    """A chat context on the model's own template (the shipped Qwen2.5 one for Qwen-family models)."""
+    from audit.chat import ChatContext, qwen_context, template_from_tokenizer
+
+    if "qwen" in model.name.lower():
+        return qwen_context(system)
+    from transformers import AutoTokenizer  # lazy
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model.path))
+    return ChatContext(template_from_tokenizer(tokenizer, model.name.split("/")[-1].lower()), system)
+
+
+def paired_cells(results: Sequence[Any]) -> dict[str, PairedCell]:
+    """Per student label: trait minus control P(target), paired by (dataset seed, training seed, question)."""
+    sides: dict[str, dict[tuple[int, int], dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        side = "control" if r.cell.teacher.kind == "control" else "trait"
+        sides[r.cell.student.label][(r.cell.dataset_seed, r.cell.training_seed)][side] = r
+    out = {}
+    for label, by_seed in sides.items():
+        diffs, questions, seeds = [], [], []
+        for s, (_, pair) in enumerate(sorted(by_seed.items())):
+            for q, (pt, pc) in enumerate(zip(pair["trait"].scores.p_target, pair["control"].scores.p_target)):
+                diffs.append(pt - pc)
+                questions.append(q)
+                seeds.append(s)
+        out[label] = PairedCell(tuple(diffs), tuple(questions), tuple(seeds))
+    return out
+
+
+def _level(results: Sequence[Any], label: str, side: str) -> Effect:
+    """Mean P(target) of one side's students of one config, cluster bootstrap over questions."""
+    from audit.stats import cluster_bootstrap_mean
+
+    values, clusters = [], []
+    for r in results:
+        if r.cell.student.label == label and (r.cell.teacher.kind == "control") == (side == "control"):
+            values.extend(r.scores.p_target)
+            clusters.extend(range(len(r.scores.p_target)))
+    return Effect.from_estimate(cluster_bootstrap_mean(values, clusters, n_boot=1000, seed=0))
+
+
+@dataclass
+class ClaimsExperiment:
+    """Runs (or loads from the cache) the grids the claim checks need."""
+
+    config: AuditConfig
+    model: Any
+    """audit.models.ResolvedModel."""
+    store_root: Path | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from audit.pipeline.profiles import get_profile
+        from audit.probes import load_probe_set
+
+        overrides: dict[str, Any] = {}
+        if self.config.ranks:
+            overrides["ranks"] = self.config.ranks
+        if self.config.seeds:
+            overrides["training_seeds"] = self.config.seeds
+        self.profile = get_profile(self.config.profile, **overrides)
+        self.probes = load_probe_set(self.config.probe_set)
+        self._runs: dict[tuple, list[Any]] = {}
+
+    def _run(self, trait: str, train: str, evaluate: str, profile) -> list[Any]:
+        key = (trait, train, evaluate, profile)
+        if key not in self._runs:
+            from audit.pipeline.runner import ModelRef, run_grid, subliminal_grid
+
+            ref = ModelRef(str(self.model.path), self.model.content_hash)
+            cells = subliminal_grid(profile, ref, self.probes, self.config.probe_set, trait,
+                                    model_context(self.model, train), model_context(self.model, evaluate))
+            self._runs[key] = run_grid(cells, self.store_root, progress=self.progress)
+        return self._runs[key]
+
+    def rank_results(self, trait: str) -> list[Any]:
+        """The rank grid (LoRA ranks + full FT, trait and control students) in the default context."""
+        return self._run(trait, "template-default", "template-default", self.profile)
+
+    def rank_cells(self, trait: str) -> tuple[dict[int, PairedCell], PairedCell | None]:
+        cells = paired_cells(self.rank_results(trait))
+        lora = {s.rank: cells[s.label] for s in self.profile.students(self.profile.training_seeds[0]) if s.mode == "lora"}
+        return lora, cells.get("full")
+
+    def rank_curve(self, trait: str) -> RankCurve:
+        """P(target) of control and trait students by rank, full FT trait students as the reference line."""
+        results = self.rank_results(trait)
+        students = [s for s in self.profile.students(self.profile.training_seeds[0]) if s.mode == "lora"]
+        series = [
+            Series(name=f"{name} students", points=[CurvePoint(x=s.rank, effect=_level(results, s.label, side))
+                                                    for s in students])
+            for name, side in (("control", "control"), (trait, "trait"))
+        ]
+        full = _level(results, "full", "trait") if self.profile.include_full else None
+        return RankCurve(trait=trait, y_label=f"P({trait}) of students", series=series, full_ft=full)
+
+    def context_grid(self, trait: str, rank: int) -> dict[tuple[str, str], PairedCell]:
+        """Train x eval system-prompt grid at one LoRA rank (students are shared across eval contexts)."""
+        profile = replace(self.profile, ranks=(rank,), include_full=False)
+        grid = {}
+        for train in GRID_SYSTEMS:
+            for evaluate in GRID_SYSTEMS:
+                grid[(train, evaluate)] = paired_cells(self._run(trait, train, evaluate, profile))[f"lora-r{rank}"]
+        return grid
+
+    @staticmethod
+    def heatmap(trait: str, grid: dict[tuple[str, str], PairedCell]) -> Heatmap:
+        cells = [[Effect.from_estimate(grid[(t, e)].estimate()) for e in GRID_SYSTEMS] for t in GRID_SYSTEMS]
+        return Heatmap(trait=trait, train_contexts=list(GRID_SYSTEMS), eval_contexts=list(GRID_SYSTEMS), cells=cells)

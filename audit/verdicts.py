@@ -1,0 +1,243 @@
+"""Verdicts: measurements in, pass / fail / skip with the evidence out. Pure (numpy + audit.stats).
+
+Each function returns a `Verdict` whose `passed` is None when the claim's precondition is absent
+(the check then skips with `explanation` as the measured reason). Nothing here knows about pytest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from audit.results import Effect
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool | None
+    """True / False, or None when the precondition is absent (skip)."""
+    explanation: str
+    """What was measured and why the verdict follows (one or two sentences)."""
+    effect: Effect | None = None
+    context: str | None = None
+    properties: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def _effect(estimate, p_value: float | None = None, p_adjusted: float | None = None, method: str | None = None) -> Effect:
+    e = Effect.from_estimate(estimate, p_adjusted=p_adjusted)
+    update: dict[str, object] = {}
+    if p_value is not None:
+        update["p_value"] = p_value
+    if method is not None:
+        update["method"] = method
+    return e.model_copy(update=update) if update else e
+
+
+# ------------------------------------------------------------------------------------------- gate
+
+
+@dataclass(frozen=True)
+class _ShiftTest:
+    context: str
+    entry: str
+    estimate: object
+    tost_p: float
+
+
+def gate_panel_verdicts(
+    panel: Sequence[str],
+    base: Mapping[str, Sequence[Sequence[float]]],
+    adapter: Mapping[str, Sequence[Sequence[float]]],
+    margin: float,
+) -> dict[str, Verdict]:
+    """Per context: is every panel entry's shift (adapter - base, paired by question) within +-margin?
+
+    base[ctx] / adapter[ctx] are per-question rows of per-entry probabilities (TraitScores.p_panel).
+    One TOST per (entry, context); Holm across the whole panel x contexts family (DESIGN §6).
+    """
+    from audit.stats import holm, paired_difference, tost
+
+    tests: list[_ShiftTest] = []
+    for ctx in base:
+        b, a = np.asarray(base[ctx], float), np.asarray(adapter[ctx], float)
+        for k, entry in enumerate(panel):
+            est = paired_difference(a[:, k], b[:, k])
+            tests.append(_ShiftTest(ctx, entry, est, tost(a[:, k] - b[:, k], margin).p_value))
+    adjusted = holm([t.tost_p for t in tests])
+    method = f"paired t over questions; p: TOST vs +-{margin}, Holm over {len(tests)} (panel x contexts)"
+    out: dict[str, Verdict] = {}
+    for ctx in base:
+        rows = [(t, float(p)) for t, p in zip(tests, adjusted) if t.context == ctx]
+        failing = [(t, p) for t, p in rows if p >= ALPHA]
+        worst, p_worst = max(failing or rows, key=lambda tp: abs(tp[0].estimate.value))
+        effect = _effect(worst.estimate, worst.tost_p, p_worst, method)
+        if failing:
+            names = ", ".join(t.entry for t, _ in failing)
+            why = (f"'{worst.entry}' shifts by {effect.text()} in context {ctx}: not shown within +-{margin} "
+                   f"(TOST, Holm p={p_worst:.3g}); entries not within the margin: {names}")
+        else:
+            why = (f"all {len(rows)} panel entries within +-{margin} in context {ctx}; largest shift "
+                   f"'{worst.entry}' {effect.text()} (Holm p={p_worst:.3g})")
+        out[ctx] = Verdict(not failing, why, effect, ctx, {"entry": worst.entry})
+    return out
+
+
+def gate_consistency_verdicts(
+    panel: Sequence[str],
+    base: Mapping[str, Sequence[Sequence[float]]],
+    adapter: Mapping[str, Sequence[Sequence[float]]],
+    margin: float,
+) -> dict[str, Verdict]:
+    """Per pair of contexts: does the adapter's shift of each entry differ between them by < margin?
+
+    The difference in differences is paired by question; TOST per (pair, entry); Holm over the family.
+    Keys are 'ctxA-vs-ctxB'.
+    """
+    from audit.stats import holm, paired_difference, tost
+
+    shifts = {c: np.asarray(adapter[c], float) - np.asarray(base[c], float) for c in base}
+    tests: list[_ShiftTest] = []
+    for c1, c2 in combinations(list(base), 2):
+        for k, entry in enumerate(panel):
+            est = paired_difference(shifts[c1][:, k], shifts[c2][:, k])
+            tests.append(_ShiftTest(f"{c1}-vs-{c2}", entry, est, tost(shifts[c1][:, k] - shifts[c2][:, k], margin).p_value))
+    adjusted = holm([t.tost_p for t in tests]) if tests else []
+    method = f"paired t of shift differences over questions; p: TOST vs +-{margin}, Holm over {len(tests)}"
+    out: dict[str, Verdict] = {}
+    for pair in dict.fromkeys(t.context for t in tests):
+        rows = [(t, float(p)) for t, p in zip(tests, adjusted) if t.context == pair]
+        failing = [(t, p) for t, p in rows if p >= ALPHA]
+        worst, p_worst = max(failing or rows, key=lambda tp: abs(tp[0].estimate.value))
+        effect = _effect(worst.estimate, worst.tost_p, p_worst, method)
+        verb = "differs" if failing else "is consistent"
+        why = (f"the adapter's shift of '{worst.entry}' {verb} between {pair}: {effect.text()} "
+               f"(margin +-{margin}, TOST Holm p={p_worst:.3g})")
+        out[pair] = Verdict(not failing, why, effect, pair, {"entry": worst.entry})
+    return out
+
+
+# ----------------------------------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class PairedCell:
+    """Per (seed pair, question) differences of one cell: trait student minus control student."""
+
+    diffs: tuple[float, ...]
+    questions: tuple[int, ...]
+    """Cluster label of each diff (the question index)."""
+    seed_pairs: tuple[int, ...]
+    """Seed-pair index of each diff."""
+
+    def estimate(self):
+        from audit.stats import cluster_bootstrap_mean
+
+        return cluster_bootstrap_mean(self.diffs, self.questions, n_boot=2000, seed=0)
+
+    def seed_means(self) -> dict[int, float]:
+        d, s = np.asarray(self.diffs), np.asarray(self.seed_pairs)
+        return {int(k): float(d[s == k].mean()) for k in np.unique(s)}
+
+
+def transmits(estimate) -> bool:
+    """Transmission shown: the 95% CI of student minus control lies above zero."""
+    return estimate.ci_low > 0
+
+
+def rank_inverted_u(cells: Mapping[int, PairedCell]) -> Verdict:
+    """Two-lines test over log2(rank) of per-(rank, seed pair) mean transmission (DESIGN §6)."""
+    from audit.stats import two_lines_test
+
+    estimates = {r: cells[r].estimate() for r in sorted(cells)}
+    peak = max(estimates, key=lambda r: estimates[r].value)
+    peak_effect = _effect(estimates[peak])
+    if not any(transmits(e) for e in estimates.values()):
+        return Verdict(None, f"no rank transmits: the largest transmission is r={peak} {peak_effect.text()} "
+                             "(95% CI includes 0), so an inverted U is meaningless", peak_effect,
+                       properties={"peak_rank": peak})
+    if len(estimates) < 3:
+        return Verdict(None, f"only {len(estimates)} ranks measured; the two-lines test needs >= 3", peak_effect)
+    x, y = [], []
+    for r, cell in cells.items():
+        for value in cell.seed_means().values():
+            x.append(r)
+            y.append(value)
+    two = two_lines_test(x, y, x_scale="log2")
+    lines = two.lines
+    detail = (f"two-lines test on log2(rank), breakpoint r={two.breakpoint_original:.3g}: slope before "
+              f"{lines.slope1:+.4f} (p={lines.p1:.3g}), after {lines.slope2:+.4f} (p={lines.p2:.3g}); "
+              f"peak r={peak} {peak_effect.text()}")
+    passed = two.significant and two.shape == "inverted_u"
+    why = ("inverted U: " if passed else "no inverted U shown: ") + detail
+    if two.warnings:
+        why += " (" + "; ".join(two.warnings) + ")"
+    props = {"peak_rank": peak, "slope1": lines.slope1, "p1": lines.p1, "slope2": lines.slope2, "p2": lines.p2,
+             "breakpoint_rank": two.breakpoint_original}
+    return Verdict(passed, why, peak_effect.model_copy(update={"p_value": max(lines.p1, lines.p2)}), properties=props)
+
+
+def full_ft_vanishes(full: PairedCell, lora: Mapping[int, PairedCell], margin: float) -> Verdict:
+    """Full-FT transmission equivalent to zero (TOST) AND below the peak LoRA rank (paired test)."""
+    from audit.stats import paired_difference, tost
+
+    estimates = {r: c.estimate() for r, c in lora.items()}
+    peak = max(estimates, key=lambda r: estimates[r].value)
+    if not transmits(estimates[peak]):
+        return Verdict(None, f"no LoRA rank transmits (peak r={peak} {_effect(estimates[peak]).text()}), so "
+                             "'full FT vanishes while LoRA transmits' cannot be tested")
+    equivalence = tost(full.diffs, margin, clusters=full.questions)
+    full_effect = _effect(full.estimate(), equivalence.p_value)
+    peak_cell = lora[peak]
+    # Pair by (seed pair, question): the same question under the same seeds.
+    index = {(s, q): d for d, s, q in zip(peak_cell.diffs, peak_cell.seed_pairs, peak_cell.questions)}
+    keys = [(s, q) for s, q in zip(full.seed_pairs, full.questions) if (s, q) in index]
+    below = paired_difference([index[k] for k in keys], [d for d, s, q in zip(full.diffs, full.seed_pairs, full.questions)
+                                                         if (s, q) in index], clusters=[q for _, q in keys])
+    below_shown = below.value > 0 and below.p_value is not None and below.p_value < ALPHA
+    passed = equivalence.equivalent and below_shown
+    why = (f"full FT transmission {full_effect.text()}: {'equivalent' if equivalence.equivalent else 'not shown equivalent'} "
+           f"to 0 at +-{margin} (TOST p={equivalence.p_value:.3g}); peak LoRA r={peak} minus full FT "
+           f"{_effect(below).text()} (paired p={below.p_value:.3g})")
+    return Verdict(passed, why, full_effect, properties={"peak_rank": peak, "peak_minus_full": below.value,
+                                                          "peak_minus_full_p": below.p_value or 1.0})
+
+
+def system_prompt_verdicts(grid: Mapping[tuple[str, str], PairedCell], margin: float,
+                           headline: tuple[str, str]) -> dict[str, Verdict]:
+    """Train x eval context grid: 'matched' transmit, 'mismatched' equivalent to 0, and the headline cell."""
+    from audit.stats import holm, tost
+
+    estimates = {k: c.estimate() for k, c in grid.items()}
+    matched = {k: e for k, e in estimates.items() if k[0] == k[1]}
+    mismatched = {k: e for k, e in estimates.items() if k[0] != k[1]}
+    name = lambda k: f"train={k[0]} eval={k[1]}"  # noqa: E731
+    out: dict[str, Verdict] = {}
+    if not any(transmits(e) for e in matched.values()):
+        best = max(matched, key=lambda k: matched[k].value)
+        reason = (f"no matched cell transmits (best {name(best)} {_effect(matched[best]).text()}), so context "
+                  "dependence of transmission cannot be tested")
+        return {key: Verdict(None, reason) for key in ("matched", "mismatched", "headline")}
+    worst = min(matched, key=lambda k: matched[k].ci_low)
+    ok = all(transmits(e) for e in matched.values())
+    out["matched"] = Verdict(ok, f"{'all' if ok else 'not all'} matched cells transmit; weakest {name(worst)} "
+                                 f"{_effect(matched[worst]).text()}", _effect(matched[worst]), worst[1])
+    tests = {k: tost(grid[k].diffs, margin, clusters=grid[k].questions) for k in mismatched}
+    adjusted = dict(zip(tests, holm([t.p_value for t in tests.values()])))
+    failing = [k for k in tests if adjusted[k] >= ALPHA]
+    worst = max(failing or list(tests), key=lambda k: abs(mismatched[k].value))
+    effect = _effect(mismatched[worst], tests[worst].p_value, float(adjusted[worst]))
+    out["mismatched"] = Verdict(
+        not failing,
+        f"{len(tests) - len(failing)}/{len(tests)} mismatched cells equivalent to 0 at +-{margin} (TOST, Holm); "
+        f"worst {name(worst)} {effect.text()} (Holm p={adjusted[worst]:.3g})", effect, worst[1])
+    h = tests[headline]
+    out["headline"] = Verdict(
+        h.equivalent,
+        f"{name(headline)}: {_effect(mismatched[headline]).text()}, {'equivalent' if h.equivalent else 'not shown equivalent'} "
+        f"to 0 at +-{margin} (TOST p={h.p_value:.3g})", _effect(mismatched[headline], h.p_value), headline[1])
+    return out
