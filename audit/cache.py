@@ -113,6 +113,7 @@ class ArtifactStore:
         entry.parent.mkdir(parents=True, exist_ok=True)
         # The temp dir is a sibling so the final rename stays on one filesystem (atomic).
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=entry.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a finished entry is readable like any cache file
         try:
             result = builder(tmp)
             manifest = {
@@ -146,7 +147,12 @@ class ArtifactStore:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent process building the same entry: wait, then reuse
-            return self.get(kind, key) or self.build(kind, key, builder, meta)
+            found = self.get(kind, key)
+            if found is not None:
+                return found
+            for stale in lock_path.parent.glob(f".{key}.*.tmp"):  # left by a killed builder (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            return self.build(kind, key, builder, meta)
 
     @staticmethod
     def _verify(entry: Path) -> str | None:

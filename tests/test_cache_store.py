@@ -65,6 +65,7 @@ def test_leftover_temp_dir_from_a_killed_process_is_ignored(tmp_path):
     calls = []
     store.get_or_build("model", "k1", lambda out: calls.append(1) or _writer()(out))
     assert calls == [1] and store.get("model", "k1") is not None
+    assert not (tmp_path / "model" / ".k1.x.tmp").exists()  # cleaned up under the build lock
 
 
 def test_modified_file_is_detected_and_moved_aside(tmp_path, capsys):
