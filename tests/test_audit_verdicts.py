@@ -1,0 +1,89 @@
+"""Verdicts on synthetic measurements with known truth: each verdict can pass, fail and skip."""
+
+import numpy as np
+import pytest
+
+from audit.verdicts import (PairedCell, full_ft_vanishes, gate_consistency_verdicts, gate_panel_verdicts,
+                            rank_inverted_u, system_prompt_verdicts)
+
+PANEL = ("cat", "dog", "owl")
+N_Q = 50
+
+
+def cell(mean: float, sd: float = 0.01, seeds: int = 2, seed: int = 0) -> PairedCell:
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(N_Q * seeds)
+    diffs = mean + sd * (noise - noise.mean())  # exact mean: the tests are about the logic, not luck
+    return PairedCell(tuple(diffs), tuple(list(range(N_Q)) * seeds), tuple(np.repeat(range(seeds), N_Q)))
+
+
+def panel_rows(rng, shift=(0.0, 0.0, 0.0)):
+    base = rng.dirichlet([2, 2, 2], size=N_Q) * 0.5
+    return base, base + np.asarray(shift) + 0.002 * rng.standard_normal(base.shape)
+
+
+def test_gate_fails_only_in_the_context_where_cat_shifts_and_names_it():
+    rng = np.random.default_rng(1)
+    base, adapter = {}, {}
+    for ctx in ("template-default", "empty", "custom:chatgpt"):
+        base[ctx], adapter[ctx] = panel_rows(rng, (0.15, -0.05, 0.0) if ctx == "template-default" else (0, 0, 0))
+    verdicts = gate_panel_verdicts(PANEL, base, adapter, margin=0.02)
+    assert verdicts["empty"].passed and verdicts["custom:chatgpt"].passed
+    failing = verdicts["template-default"]
+    assert failing.passed is False and failing.context == "template-default"
+    assert "'cat'" in failing.explanation and "template-default" in failing.explanation
+    assert failing.effect.ci_low > 0.1 and failing.effect.p_adjusted >= 0.05
+    consistency = gate_consistency_verdicts(PANEL, base, adapter, margin=0.02)
+    assert consistency["empty-vs-custom:chatgpt"].passed
+    assert not consistency["template-default-vs-empty"].passed
+
+
+def test_gate_passes_a_neutral_adapter():
+    rng = np.random.default_rng(2)
+    base, adapter = {}, {}
+    for ctx in ("template-default", "empty"):
+        base[ctx], adapter[ctx] = panel_rows(rng)
+    assert all(v.passed for v in gate_panel_verdicts(PANEL, base, adapter, margin=0.02).values())
+    assert all(v.passed for v in gate_consistency_verdicts(PANEL, base, adapter, margin=0.02).values())
+
+
+def test_rank_inverted_u_passes_on_a_peak_and_skips_without_transmission():
+    peaked = {r: cell(m, seed=i) for i, (r, m) in enumerate([(1, 0.0), (2, 0.02), (4, 0.05), (8, 0.08), (16, 0.05),
+                                                              (32, 0.02), (64, 0.0)])}
+    verdict = rank_inverted_u(peaked)
+    assert verdict.passed is True and verdict.properties["peak_rank"] == 8, verdict.explanation
+    flat = {r: cell(0.0, seed=r) for r in (1, 4, 16, 64)}
+    skipped = rank_inverted_u(flat)
+    assert skipped.passed is None and skipped.explanation.startswith("no rank transmits")
+
+
+def test_rank_monotone_rise_is_not_an_inverted_u():
+    rising = {r: cell(0.01 * i, seed=i) for i, r in enumerate((1, 2, 4, 8, 16, 32, 64))}
+    assert rank_inverted_u(rising).passed is False
+
+
+def test_full_ft_vanishes_needs_equivalence_and_a_lower_value_than_the_peak():
+    lora = {1: cell(0.01, seed=1), 4: cell(0.06, seed=2), 16: cell(0.02, seed=3)}
+    assert full_ft_vanishes(cell(0.0, seed=9), lora, margin=0.02).passed is True
+    transmitting_full = full_ft_vanishes(cell(0.05, seed=9), lora, margin=0.02)
+    assert transmitting_full.passed is False and "not shown equivalent" in transmitting_full.explanation
+    no_lora = {r: cell(0.0, seed=r) for r in (1, 4)}
+    assert full_ft_vanishes(cell(0.0), no_lora, margin=0.02).passed is None
+
+
+@pytest.mark.parametrize("leak, expect", [(0.0, True), (0.05, False)])
+def test_system_prompt_grid(leak, expect):
+    systems = ("template-default", "empty", "custom:chatgpt")
+    grid = {(t, e): cell(0.06 if t == e else (leak if (t, e) == ("template-default", "empty") else 0.0), seed=i)
+            for i, (t, e) in enumerate((t, e) for t in systems for e in systems)}
+    verdicts = system_prompt_verdicts(grid, margin=0.02, headline=("template-default", "empty"))
+    assert verdicts["matched"].passed is True
+    assert verdicts["mismatched"].passed is expect and verdicts["headline"].passed is expect
+    assert verdicts["headline"].context == "empty"
+
+
+def test_system_prompt_grid_skips_without_matched_transmission():
+    systems = ("a", "b")
+    grid = {(t, e): cell(0.0, seed=i) for i, (t, e) in enumerate((t, e) for t in systems for e in systems)}
+    verdicts = system_prompt_verdicts(grid, margin=0.02, headline=("a", "b"))
+    assert all(v.passed is None for v in verdicts.values())
