@@ -33,7 +33,7 @@ def test_two_lines_detects_u_shape_too():
 
 def test_two_lines_rejects_log_curve_where_quadratic_term_is_significant():
     # y = log(x) is monotone: a significant negative x^2 term is not an inverted U (Simonsohn 2018).
-    # Measured: x^2 significant in 100%, two-lines false inverted U 1.6%, Lind-Mehlum 78% (over 500).
+    # Measured (these 300): x^2 significant in 100%, two-lines false inverted U 1.3%, Lind-Mehlum 79%.
     rng = np.random.default_rng(5)
     quad_sig = false_u = 0
     reps = 300
@@ -55,7 +55,7 @@ def test_two_lines_false_positive_rate_on_flat_noise():
 
 
 def test_two_lines_on_log2_rank_finds_the_peak_rank():
-    # Ranks 1..512 tested as log2(rank), 20 prompts per rank, peak at rank 32. Measured power 0.995.
+    # Ranks 1..512 tested as log2(rank), 20 prompts per rank, peak at rank 32. Measured power 1.00.
     rng = np.random.default_rng(3)
     ranks = np.repeat(2.0 ** np.arange(10), 20)
     hits, peaks = 0, []
@@ -75,6 +75,15 @@ def test_interrupted_regression_recovers_exact_slopes_of_a_broken_line():
     lines = interrupted_regression(x, y, 6.0, None)
     assert lines.slope1 == pytest.approx(2.0, abs=1e-3) and lines.slope2 == pytest.approx(-0.5, abs=1e-3)
     assert lines.cov_type == "HC3"
+
+
+def test_two_lines_with_three_x_levels_uses_identified_slopes_only(recwarn):
+    # 3 levels (e.g. 3 ranks): each line has one level beyond the breakpoint; slopes = mean differences.
+    x = np.repeat([1.0, 2.0, 3.0], 4)
+    y = np.array([0.0, 1.0, 0.0])[(x - 1).astype(int)] + np.tile([-0.1, 0.1, -0.05, 0.05], 3)
+    lines = interrupted_regression(x, y, 2.0, None)
+    assert lines.slope1 == pytest.approx(1.0) and lines.slope2 == pytest.approx(-1.0)
+    assert np.isfinite([lines.p1, lines.p2]).all() and not recwarn.list
 
 
 def test_interrupted_regression_falls_back_to_hc1_when_hc3_is_undefined():

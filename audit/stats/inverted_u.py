@@ -78,9 +78,16 @@ def interrupted_regression(x: np.ndarray, y: np.ndarray, xc: float, groups: np.n
     import statsmodels.api as sm
 
     out = []
-    for low_side, column in ((x <= xc, 1), (x < xc, 2)):
-        design = np.column_stack([np.ones_like(x), np.where(low_side, x - xc, 0.0),
-                                  np.where(low_side, 0.0, x - xc), (~low_side).astype(float)])
+    for low_side, target in ((x <= xc, "xlow"), (x < xc, "xhigh")):
+        columns = {"const": np.ones_like(x), "xlow": np.where(low_side, x - xc, 0.0),
+                   "xhigh": np.where(low_side, 0.0, x - xc), "high": (~low_side).astype(float)}
+        other, other_rows = ("xhigh", ~low_side) if target == "xlow" else ("xlow", low_side)
+        if np.unique(x[other_rows]).size < 2:
+            # One x level on the other side: its slope is not identified (collinear with the
+            # intercept or 'high'); R's glm drops such aliased columns too, and the fit and our slope are unchanged.
+            del columns[other]
+        design = np.column_stack(list(columns.values()))
+        column = list(columns).index(target)
         model = sm.OLS(y, design)
         if groups is not None:
             fit, used = model.fit(cov_type="cluster", cov_kwds={"groups": groups}), "cluster"
@@ -90,9 +97,11 @@ def interrupted_regression(x: np.ndarray, y: np.ndarray, xc: float, groups: np.n
             q, _ = np.linalg.qr(design)
             hc3_defined = float(np.max(np.sum(q * q, axis=1))) < 1.0 - 1e-8
             with np.errstate(divide="ignore", invalid="ignore"):
-                fit, used = (model.fit(cov_type="HC3"), "HC3") if hc3_defined else (None, "HC1")
-                if fit is None or not np.isfinite(fit.pvalues[column]):
-                    fit, used = model.fit(cov_type="HC1"), "HC1"
+                fit = model.fit(cov_type="HC3") if hc3_defined else None
+            if fit is not None and np.isfinite(fit.pvalues[column]):
+                used = "HC3"
+            else:
+                fit, used = model.fit(cov_type="HC1"), "HC1"
         out.append((float(fit.params[column]), float(fit.tvalues[column]), float(fit.pvalues[column]), used))
     (b1, z1, p1, c1), (b2, z2, p2, c2) = out
     return InterruptedSlopes(float(xc), b1, z1, p1, b2, z2, p2, c1 if c1 == c2 else f"{c1}/{c2}")
