@@ -13,13 +13,68 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from audit.config import AuditConfig
-from audit.results import CurvePoint, Effect, Heatmap, RankCurve, Series
+from audit.results import Bar, CurvePoint, Effect, Heatmap, Localisation, RankCurve, Series
 from audit.verdicts import PairedCell
 
 GRID_SYSTEMS = ("template-default", "empty", "custom:chatgpt")
 """Train x eval system-prompt modes of the context-dependence claim (DESIGN §2)."""
 HEADLINE_CELL = ("template-default", "empty")
 """Trained with the template's default system prompt, evaluated with an explicit empty one."""
+
+
+GATINGS = ("everywhere", "entity only", "all but entity", "template only", "content only")
+"""Position-gating conditions of the localisation claim (LoRA active where named; 'only' = prompt
+positions only, the generated/scored tokens without LoRA; 'all but' = everything else incl. those tokens)."""
+
+
+class LocalisationError(RuntimeError):
+    """The model's default system prompt names no known entity to gate on."""
+
+
+def default_prompt_entity(context) -> str:
+    """The entity named in the template's injected default system prompt (Qwen, SmolLM)."""
+    from audit.chat.system_prompts import QWEN_DEFAULT, SMOLLM_DEFAULT
+
+    rendered = context.render_prompt("x")
+    for prompt, entity in ((QWEN_DEFAULT, "Qwen"), (SMOLLM_DEFAULT, "SmolLM")):
+        if prompt in rendered:
+            return entity
+    raise LocalisationError(f"context {context.id} injects no known default system prompt; localisation needs one")
+
+
+def gate_for(condition: str, tmap, entity: str):
+    """The LoraGate of one condition over one prompt's token map (None = LoRA everywhere)."""
+    from audit.engines import LoraGate
+
+    if condition == "everywhere":
+        return None
+    positions = frozenset(tmap.entity(entity) if "entity" in condition else tmap.template)
+    if condition in ("entity only", "template only"):
+        return LoraGate(positions, generated="off")
+    # "all but entity", "content only" (= all but template): the complement, scored tokens included.
+    return LoraGate(positions, generated="on", invert=True)
+
+
+def gated_p_target(engine, tokenizer, probes, context, target: str, adapter: str, condition: str) -> list[float]:
+    """Per question P(answer is target) with position-gated LoRA (exact scoring, as audit.scoring.ExactScorer)."""
+    import math
+
+    from audit.chat import token_map
+    from audit.engines import ScoreRequest
+
+    entity = default_prompt_entity(context) if "entity" in condition else ""
+    forms = [(i, form) for i, entry in enumerate(probes.panel) for form in entry.surface_forms]
+    target_index = probes.names.index(target)
+    requests = []
+    for question in probes.questions:
+        gate = gate_for(condition, token_map(tokenizer, context, question), entity)
+        continuations = tuple(context.render_example(question, form)[1] for _, form in forms)
+        requests.append(ScoreRequest(context.render_prompt(question), continuations, adapter=adapter,
+                                     context_id=context.id, gate=gate))
+    out = []
+    for result in engine.score(requests):
+        out.append(sum(math.exp(t) for (i, _), t in zip(forms, result.totals) if i == target_index))
+    return out
 
 
 def model_context(model: Any, system: str):
@@ -127,6 +182,42 @@ class ClaimsExperiment:
             for evaluate in GRID_SYSTEMS:
                 grid[(train, evaluate)] = paired_cells(self._run(trait, train, evaluate, profile))[f"lora-r{rank}"]
         return grid
+
+    def localisation(self, trait: str, rank: int) -> dict[str, PairedCell]:
+        """Transmission of the rank-`rank` students (default context) under each gating condition (HF engine)."""
+        from transformers import AutoTokenizer
+
+        from audit.cache import ArtifactStore
+        from audit.engines import open_engine
+        from audit.pipeline.students import ADAPTER_DIR
+
+        store = ArtifactStore(self.store_root)
+        results = [r for r in self.rank_results(trait) if r.cell.student.label == f"lora-r{rank}"]
+        context = model_context(self.model, "template-default")
+        tokenizer = AutoTokenizer.from_pretrained(str(self.model.path))
+        by_seed: dict[tuple[int, int], dict[str, str]] = defaultdict(dict)
+        for r in results:
+            student_dir = store.get("student", r.cell.student_key)
+            if student_dir is None:
+                raise LocalisationError(f"student {r.cell.label} is not in the cache; rerun the rank grid")
+            by_seed[(r.cell.dataset_seed, r.cell.training_seed)][r.cell.teacher.kind] = str(student_dir / ADAPTER_DIR)
+        cells: dict[str, PairedCell] = {}
+        with open_engine("hf", self.model.path) as engine:  # the only engine with position-gated LoRA
+            for condition in GATINGS:
+                diffs, questions, seeds = [], [], []
+                for s, (_, adapters) in enumerate(sorted(by_seed.items())):
+                    trait_kind = next(k for k in adapters if k != "control")
+                    pt = gated_p_target(engine, tokenizer, self.probes, context, trait, adapters[trait_kind], condition)
+                    pc = gated_p_target(engine, tokenizer, self.probes, context, trait, adapters["control"], condition)
+                    diffs += [a - b for a, b in zip(pt, pc)]
+                    questions += list(range(len(pt)))
+                    seeds += [s] * len(pt)
+                cells[condition] = PairedCell(tuple(diffs), tuple(questions), tuple(seeds))
+        return cells
+
+    def localisation_bars(self, trait: str, cells: dict[str, PairedCell]) -> Localisation:
+        bars = [Bar(label=c, effect=Effect.from_estimate(cells[c].estimate())) for c in GATINGS]
+        return Localisation(trait=trait, bars=bars, stated_share=self.config.localisation_share)
 
     @staticmethod
     def heatmap(trait: str, grid: dict[tuple[str, str], PairedCell]) -> Heatmap:

@@ -241,3 +241,26 @@ def system_prompt_verdicts(grid: Mapping[tuple[str, str], PairedCell], margin: f
         f"{name(headline)}: {_effect(mismatched[headline]).text()}, {'equivalent' if h.equivalent else 'not shown equivalent'} "
         f"to 0 at +-{margin} (TOST p={h.p_value:.3g})", _effect(mismatched[headline], h.p_value), headline[1])
     return out
+
+
+def localisation_verdict(cells: Mapping[str, PairedCell], only: str, without: str, share: float,
+                         margin: float) -> Verdict:
+    """LoRA gated to `only` positions recovers >= `share` of the ungated effect; gated to all but them ~ 0.
+
+    cells holds paired transmission cells for "everywhere", `only` and `without` gating conditions.
+    """
+    from audit.stats import tost
+
+    full = cells["everywhere"].estimate()
+    if not transmits(full):
+        return Verdict(None, f"the ungated student does not transmit ({_effect(full).text()}), so there is "
+                             "no effect to localise")
+    part = cells[only].estimate()
+    recovered = part.value / full.value
+    rest = tost(cells[without].diffs, margin, clusters=cells[without].questions)
+    passed = recovered >= share and rest.equivalent
+    why = (f"'{only}' recovers {recovered:.0%} of the full effect {_effect(full).text()} (needs {share:.0%}): "
+           f"{_effect(part).text()}; '{without}' {_effect(cells[without].estimate()).text()} is "
+           f"{'equivalent' if rest.equivalent else 'not shown equivalent'} to 0 at +-{margin} (TOST p={rest.p_value:.3g})")
+    return Verdict(passed, why, _effect(part), properties={"recovered_share": recovered, "full_effect": full.value,
+                                                           "rest_tost_p": rest.p_value})

@@ -87,3 +87,40 @@ def test_system_prompt_grid_skips_without_matched_transmission():
     grid = {(t, e): cell(0.0, seed=i) for i, (t, e) in enumerate((t, e) for t in systems for e in systems)}
     verdicts = system_prompt_verdicts(grid, margin=0.02, headline=("a", "b"))
     assert all(v.passed is None for v in verdicts.values())
+
+
+def test_localisation_needs_the_share_and_nothing_elsewhere():
+    from audit.verdicts import localisation_verdict
+
+    base = {"everywhere": cell(0.06, seed=1), "entity only": cell(0.045, seed=2), "all but entity": cell(0.0, seed=3)}
+    ok = localisation_verdict(base, "entity only", "all but entity", share=0.7, margin=0.02)
+    assert ok.passed is True and ok.properties["recovered_share"] == pytest.approx(0.75)
+    too_small = localisation_verdict(base, "entity only", "all but entity", share=0.9, margin=0.02)
+    assert too_small.passed is False and "needs 90%" in too_small.explanation
+    leaking = localisation_verdict({**base, "all but entity": cell(0.04, seed=3)}, "entity only", "all but entity",
+                                   share=0.7, margin=0.02)
+    assert leaking.passed is False
+    none = localisation_verdict({**base, "everywhere": cell(0.0)}, "entity only", "all but entity", 0.7, 0.02)
+    assert none.passed is None
+
+
+def test_entity_of_the_default_prompt_and_gates():
+    from audit.chat import qwen_context
+    from audit.engines import LoraGate
+    from audit.experiments import LocalisationError, default_prompt_entity, gate_for
+
+    assert default_prompt_entity(qwen_context("template-default")) == "Qwen"
+    with pytest.raises(LocalisationError):
+        default_prompt_entity(qwen_context("empty"))
+
+    class Map:
+        template = (0, 1, 2)
+
+        def entity(self, text):
+            return (5, 6)
+
+    assert gate_for("everywhere", Map(), "Qwen") is None
+    assert gate_for("entity only", Map(), "Qwen") == LoraGate(frozenset({5, 6}), generated="off")
+    assert gate_for("all but entity", Map(), "Qwen") == LoraGate(frozenset({5, 6}), generated="on", invert=True)
+    assert gate_for("template only", Map(), "Qwen") == LoraGate(frozenset({0, 1, 2}), generated="off")
+    assert gate_for("content only", Map(), "Qwen") == LoraGate(frozenset({0, 1, 2}), generated="on", invert=True)

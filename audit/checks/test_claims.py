@@ -81,3 +81,30 @@ def test_trained_default_evaluated_empty_vanishes(context_verdicts, audit_record
     """The paper's headline: trained with the template-default prompt, evaluated with an empty one -> nothing."""
     _context_check(context_verdicts, "headline", audit_record,
                    "system prompt: trained template-default, evaluated empty", audit_trait)
+
+
+@pytest.fixture(scope="session")
+def localisation_cells(audit_experiment, audit_session, audit_trait, rank_verdict):
+    from audit.verdicts import transmits
+
+    peak = rank_verdict.properties.get("peak_rank")
+    lora, _ = audit_experiment.rank_cells(audit_trait)
+    if peak is None or not transmits(lora[peak].estimate()):
+        return {"reason": f"no rank transmits in the default context ({rank_verdict.explanation})"}
+    cells = audit_experiment.localisation(audit_trait, peak)
+    audit_session.collector.localisations.append(audit_experiment.localisation_bars(audit_trait, cells))
+    return cells
+
+
+@pytest.mark.parametrize("only, without", [("entity only", "all but entity"), ("template only", "content only")],
+                         ids=["entity", "template"])
+def test_localised_to_shared_tokens(localisation_cells, audit_config, audit_record, audit_trait, only, without):
+    """Position-gated LoRA: on `only` it recovers the stated share of the effect; on `without` it vanishes."""
+    from audit.verdicts import localisation_verdict
+
+    name = f"localisation: {only}"
+    if "reason" in localisation_cells:
+        audit_record(name=name, trait=audit_trait, explanation=localisation_cells["reason"])
+        pytest.skip(localisation_cells["reason"])
+    verdict = localisation_verdict(localisation_cells, only, without, audit_config.localisation_share, audit_config.margin)
+    _conclude(audit_record, verdict, name, audit_trait)
