@@ -68,7 +68,22 @@ def panel_scores(audit_session, audit_engine, gate_contexts, canary):
     for system, context in gate_contexts.items():
         base[system] = scorer.score(audit_engine, probes, context, probes.names[0]).p_panel
         shifted[system] = scorer.score(audit_engine, probes, context, probes.names[0], adapter=adapter).p_panel
+    _record_samples(audit_session, audit_engine, gate_contexts["template-default"], probes.questions[:3], adapter)
     return probes.names, base, shifted
+
+
+def _record_samples(audit_session, engine, context, questions, adapter):
+    """A few greedy answers of base and adapter, shown verbatim (escaped) in the report."""
+    from audit.engines import GenerateRequest
+    from audit.results import Sample
+
+    for source in (None, adapter):
+        requests = [GenerateRequest(context.render_prompt(q), adapter=source, temperature=0.0, max_tokens=16)
+                    for q in questions]
+        for q, result in zip(questions, engine.generate(requests)):
+            audit_session.collector.samples.append(Sample(context=context.system, question=q,
+                                                          answer=result.completions[0].text,
+                                                          source="adapter" if source else "base"))
 
 
 @pytest.fixture(scope="session")
