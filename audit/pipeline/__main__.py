@@ -1,0 +1,56 @@
+"""`python -m audit.pipeline --model tiny-qwen --profile quick --target cat`: run one trait's grid and print
+stage wall times and transmission (trait student - control student) per student config, with 95% CIs."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m audit.pipeline", description=__doc__)
+    parser.add_argument("--model", default="tiny-qwen", help="model spec for audit.models.resolve_model")
+    parser.add_argument("--profile", default="quick", help="experiment profile (quick, paper, tiny)")
+    parser.add_argument("--probes", default="animal", help="probe set name or YAML path")
+    parser.add_argument("--target", default="cat", help="trait (a panel entry)")
+    parser.add_argument("--objective", choices=("hard", "soft"), default=None, help="override the profile's objective")
+    parser.add_argument("--store", default=None, help="artefact store root (default: $SUBAUDIT_CACHE)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from audit.chat.context import qwen_context
+    from audit.models import resolve_model
+    from audit.pipeline.analysis import transmission
+    from audit.pipeline.profiles import get_profile
+    from audit.pipeline.runner import ModelRef, run_grid, subliminal_grid
+    from audit.probes import load_probe_set
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one progress bar: the grid's
+    torch.set_num_threads(args.threads)
+    resolved = resolve_model(args.model)
+    probes = load_probe_set(args.probes)
+    profile = get_profile(args.profile, **({"objective": args.objective} if args.objective else {}))
+    cells = subliminal_grid(profile, ModelRef(str(resolved.path), resolved.content_hash), probes, args.probes,
+                            args.target, qwen_context())
+    start = time.perf_counter()
+    results = run_grid(cells, args.store)
+    total = time.perf_counter() - start
+    stages: dict[str, float] = {}
+    for r in results:
+        for stage, seconds in r.stage_seconds.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    print(f"{len(cells)} cells, wall {total:.1f} s; stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print(f"{'student':<16}{'trait':>9}{'control':>9}{'delta pp':>10}{'95% CI (pp)':>22}{'p':>8}  n  diverged")
+    for label, t in transmission(results).items():
+        e = t.estimate
+        print(f"{label:<16}{100 * t.trait_mean:>9.3f}{100 * t.control_mean:>9.3f}{100 * e.value:>10.3f}"
+              f"{f'[{100 * e.ci_low:.3f}, {100 * e.ci_high:.3f}]':>22}{e.p_value if e.p_value is not None else float('nan'):>8.3f}"
+              f"  {t.n_seed_pairs}  {t.diverged}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Transmission: trait student minus its matched control student (same config and seeds), per question."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+
+class AnalysisError(Exception):
+    """Results cannot be paired (one line, naming the fix)."""
+
+
+@dataclass(frozen=True)
+class Transmission:
+    """Paired effect of one student config, over seed pairs and questions."""
+
+    student: str
+    """Student label (e.g. 'lora-r4')."""
+    estimate: object
+    """audit.stats.Estimate of mean P(target) (trait student - control student)."""
+    trait_mean: float
+    control_mean: float
+    n_seed_pairs: int
+    diverged: int
+    """Students (trait or control) flagged as diverged in this config."""
+
+
+def transmission(results: Sequence, n_boot: int = 2000, seed: int = 0) -> dict[str, Transmission]:
+    """Per student config: cluster-bootstrap CI of the paired per-question difference.
+
+    Rows are (seed pair, question); clusters are questions (the same question under every seed pair
+    is one cluster), so the CI covers question sampling and, within it, seed variation.
+    """
+    from audit.stats import cluster_bootstrap_mean
+
+    pairs: dict[str, dict[tuple, dict[str, object]]] = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        side = "control" if r.cell.teacher.kind == "control" else "trait"
+        pairs[r.cell.student.label][(r.cell.dataset_seed, r.cell.training_seed)][side] = r
+    out = {}
+    for label, by_seed in pairs.items():
+        diffs, clusters, trait_vals, control_vals, diverged = [], [], [], [], 0
+        for seeds, sides in sorted(by_seed.items()):
+            if set(sides) != {"trait", "control"}:
+                raise AnalysisError(f"{label} seeds {seeds} lacks its {'control' if 'trait' in sides else 'trait'} student; run the full grid")
+            t, c = sides["trait"], sides["control"]
+            diverged += bool(t.training.get("diverged")) + bool(c.training.get("diverged"))
+            for q, (pt, pc) in enumerate(zip(t.scores.p_target, c.scores.p_target)):
+                diffs.append(pt - pc)
+                clusters.append(q)
+                trait_vals.append(pt)
+                control_vals.append(pc)
+        estimate = cluster_bootstrap_mean(diffs, clusters, n_boot=n_boot, seed=seed)
+        out[label] = Transmission(label, estimate, sum(trait_vals) / len(trait_vals),
+                                  sum(control_vals) / len(control_vals), len(by_seed), diverged)
+    return out

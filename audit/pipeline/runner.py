@@ -1,0 +1,204 @@
+"""The experiment runner: a grid of independent, content-addressed cells, computed once and cached.
+
+A cell is (trait teacher or control) x dataset seed x training seed x student config, measured in an
+evaluation context. `run_cell(cell, store_root)` is a plain function of a picklable spec, so a
+distributed executor can run cells later. Each stage is its own artefact in the ArtifactStore
+(dataset -> student -> scores); the store's atomic build means a run killed at any moment resumes
+without redoing finished stages and without half-written entries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from audit.cache import ArtifactStore, content_key
+from audit.pipeline.datasets import read_dataset
+from audit.pipeline.profiles import Profile, StudentConfig, TeacherDataConfig
+from audit.pipeline.students import ADAPTER_DIR, MODEL_DIR, SoftTeacher, train_student
+from audit.pipeline.teachers import (
+    DatasetSpec,
+    Teacher,
+    build_dataset,
+    context_fingerprint,
+    control_teacher,
+    system_prompt_teacher,
+)
+
+SCORES_FILE = "scores.json"
+TRAINING_FILE = "training.json"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The base model a grid runs on."""
+
+    path: str
+    """HF model folder."""
+    content_hash: str
+    """Content hash of its weights (part of every cache key)."""
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything that determines one cell; picklable, so any executor can run it."""
+
+    model: ModelRef
+    probe_set: object
+    """The ProbeSet (panel, questions, teacher template)."""
+    probe_set_name: str
+    target: str
+    """Trait whose probability is measured (the trait teacher's target)."""
+    teacher: Teacher
+    """The trait teacher or the control teacher."""
+    dataset_seed: int
+    training_seed: int
+    student: StudentConfig
+    data: TeacherDataConfig
+    train_context: object
+    """ChatContext the students train in (and the base context the teachers write in)."""
+    eval_context: object
+    """ChatContext the students are measured in."""
+    scorer: str = "exact"
+    scorer_options: tuple[tuple[str, object], ...] = ()
+    """Keyword arguments of the scorer, e.g. (("n", 100),)."""
+    engine: str = "hf"
+    """Engine kind for teacher generation and scoring."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.teacher.id}/d{self.dataset_seed}/t{self.training_seed}/{self.student.label}"
+
+    @property
+    def dataset(self) -> DatasetSpec:
+        return DatasetSpec(self.model.content_hash, self.teacher, self.probe_set_name, self.train_context,
+                           self.data, self.dataset_seed)
+
+    @property
+    def soft_teacher(self) -> SoftTeacher | None:
+        if self.student.objective != "soft":
+            return None
+        return SoftTeacher(self.model.path, self.teacher.context(self.train_context, self.probe_set),
+                           self.teacher.adapter)
+
+    @property
+    def student_key(self) -> str:
+        soft = None if self.soft_teacher is None else context_fingerprint(self.soft_teacher.context)
+        return content_key({"dataset": self.dataset.key, "student": self.student, "model": self.model.content_hash,
+                            "train_context": context_fingerprint(self.train_context), "soft_teacher": soft, "v": 1})
+
+    @property
+    def scores_key(self) -> str:
+        return content_key({"student": self.student_key, "eval_context": context_fingerprint(self.eval_context),
+                            "probes": self.probe_set, "target": self.target, "scorer": self.scorer,
+                            "options": self.scorer_options, "v": 1})
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: CellSpec
+    scores: object
+    """TraitScores of the student."""
+    training: dict
+    """TrainingSummary as a dict (final loss/KL, divergence flag, seeds, seconds)."""
+    stage_seconds: dict = field(default_factory=dict)
+    """Wall seconds spent per stage in this run (0 for cached stages)."""
+
+
+def open_cell_engine(kind: str, model_path: str):
+    from audit.engines import open_engine
+
+    return open_engine(kind, model_path)
+
+
+def _student_dir_and_adapter(student_dir: Path, cell: CellSpec) -> tuple[str, str | None]:
+    """(model folder, adapter) to score a student with."""
+    if cell.student.mode == "lora":
+        return cell.model.path, str(student_dir / ADAPTER_DIR)
+    return str(student_dir / MODEL_DIR), None
+
+
+def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult:
+    """Compute (or load) the cell's dataset, student and scores; returns the student's scores."""
+    from audit.scoring import TraitScores, get_scorer
+
+    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, fn: Callable[[], Path]) -> Path:
+        start = time.perf_counter()
+        path = fn()
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+        return path
+
+    def dataset_path() -> Path:
+        return build_dataset(store, lambda: open_cell_engine(cell.engine, cell.model.path), cell.dataset, cell.probe_set)
+
+    def build_student(directory: Path) -> dict:
+        dataset = read_dataset(timed("teacher_data", dataset_path))
+        pairs = [(ex.prompt, ex.completion) for ex in dataset.examples]
+        start = time.perf_counter()
+        summary = train_student(cell.model.path, pairs, cell.train_context, cell.student, directory, cell.soft_teacher)
+        seconds["student"] = time.perf_counter() - start
+        (directory / TRAINING_FILE).write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+        return summary.to_dict()
+
+    def build_scores(directory: Path) -> dict:
+        student_dir = store.get_or_build("student", cell.student_key, build_student, meta={"cell": cell.label})
+        model_path, adapter = _student_dir_and_adapter(student_dir, cell)
+        start = time.perf_counter()
+        with open_cell_engine(cell.engine, model_path) as engine:
+            scores = get_scorer(cell.scorer, **dict(cell.scorer_options)).score(
+                engine, cell.probe_set, cell.eval_context, cell.target, adapter)
+        seconds["scoring"] = time.perf_counter() - start
+        (directory / SCORES_FILE).write_text(json.dumps(scores.to_dict(), sort_keys=True))
+        (directory / TRAINING_FILE).write_text((student_dir / TRAINING_FILE).read_text())
+        return {"mean_p_target": scores.mean_p_target}
+
+    scores_dir = store.get_or_build("scores", cell.scores_key, build_scores, meta={"cell": cell.label})
+    scores = TraitScores.from_dict(json.loads((scores_dir / SCORES_FILE).read_text()))
+    training = json.loads((scores_dir / TRAINING_FILE).read_text())
+    return CellResult(cell, scores, training, seconds)
+
+
+def is_cached(cell: CellSpec, store: ArtifactStore) -> bool:
+    return store.get("scores", cell.scores_key) is not None
+
+
+def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, progress: bool = True,
+             run: Callable[[CellSpec, str | Path | None], CellResult] = run_cell) -> list[CellResult]:
+    """Results for every cell, in order: cached cells are loaded, missing ones computed with a progress bar."""
+    from tqdm.auto import tqdm
+
+    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    missing = [i for i, cell in enumerate(cells) if not is_cached(cell, store)]
+    results: dict[int, CellResult] = {}
+    bar = tqdm(total=len(missing), desc="cells", unit="cell", disable=not progress or not missing)
+    for i in missing:
+        bar.set_postfix_str(cells[i].label)
+        results[i] = run(cells[i], store_root)
+        bar.update(1)
+    bar.close()
+    for i, cell in enumerate(cells):
+        if i not in results:
+            results[i] = run(cell, store_root)  # cached: loads only
+    return [results[i] for i in range(len(cells))]
+
+
+def subliminal_grid(profile: Profile, model: ModelRef, probe_set, probe_set_name: str, target: str,
+                    train_context, eval_context=None, teacher: Teacher | None = None, **student_overrides) -> list[CellSpec]:
+    """The cells of one trait: {trait teacher, control} x dataset seeds x training seeds x profile students."""
+    trait_teacher = teacher or system_prompt_teacher(target)
+    cells = []
+    for dataset_seed in profile.dataset_seeds:
+        for training_seed in profile.training_seeds:
+            for student in profile.students(training_seed, **student_overrides):
+                for who in (trait_teacher, control_teacher()):
+                    options = (("n", profile.samples_per_question),) if profile.scorer == "sampled" else ()
+                    cells.append(CellSpec(model, probe_set, probe_set_name, target, who, dataset_seed, training_seed,
+                                          student, profile.data, train_context, eval_context or train_context,
+                                          profile.scorer, options))
+    return cells

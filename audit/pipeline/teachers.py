@@ -1,0 +1,188 @@
+"""Teachers and their number datasets.
+
+A teacher is the base model plus a trait (a system prompt from the probe file's template, or a trait
+LoRA adapter), or the control (the base, no trait). Its dataset is generated through the Engine
+interface with common random numbers: teacher and control get the same prompts and the same
+per-prompt sampling seeds, so their completions differ only where their distributions differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from audit.cache import ArtifactStore, content_key
+from audit.engines.base import Engine, GenerateRequest
+from audit.numbers import derive_seed, filter_completions, number_prompts
+from audit.pipeline.datasets import Example, write_dataset
+from audit.pipeline.profiles import TeacherDataConfig
+
+TeacherKind = Literal["control", "system_prompt", "adapter"]
+
+
+class TeacherError(Exception):
+    """A teacher is misconfigured (one line, naming the fix)."""
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Who writes the numbers."""
+
+    kind: TeacherKind
+    """"control" (base), "system_prompt" (base + trait system prompt) or "adapter" (base + trait LoRA)."""
+    target: str | None = None
+    """The trait's panel entry (e.g. "cat"); None for the control."""
+    adapter: str | None = None
+    """Trait LoRA directory (adapter teachers only)."""
+    adapter_hash: str | None = None
+    """Content hash of the adapter, so cache keys change when its weights do."""
+
+    def __post_init__(self) -> None:
+        if self.kind == "control" and (self.target or self.adapter):
+            raise TeacherError("the control teacher has no target or adapter; use system_prompt_teacher/adapter_teacher")
+        if self.kind != "control" and not self.target:
+            raise TeacherError(f"a {self.kind} teacher needs a target (e.g. 'cat')")
+        if self.kind == "adapter" and not self.adapter:
+            raise TeacherError("an adapter teacher needs the trait adapter directory")
+
+    @property
+    def id(self) -> str:
+        """Readable id: 'control', 'sys-cat', 'adapter-cat-<hash8>'."""
+        if self.kind == "control":
+            return "control"
+        if self.kind == "system_prompt":
+            return f"sys-{self.target}"
+        return f"adapter-{self.target}-{(self.adapter_hash or '')[:8]}"
+
+    def context(self, base_context, probes):
+        """The chat context the teacher writes in: the trait system prompt replaces the system slot."""
+        if self.kind == "system_prompt":
+            return SystemTextContext(base_context, probes.teacher_prompt(self.target))
+        return base_context
+
+
+@dataclass(frozen=True)
+class SystemTextContext:
+    """A chat context whose system message is a literal text (the trait prompt).
+
+    ChatContext's system modes name a fixed registry; trait prompts are per-target text, so this
+    wraps a base context (same template and permutation) with a literal system message.
+    """
+
+    base: object
+    """The ChatContext whose template and permutation are used."""
+    system_text: str
+
+    @property
+    def template(self):
+        return self.base.template
+
+    @property
+    def id(self) -> str:
+        return f"{self.base.template.name}/sys=trait-text-{content_key(self.system_text)[:8]}/perm={self.base.permutation}"
+
+    def messages(self, user: str, assistant: str | None = None) -> list[dict]:
+        out = [{"role": "system", "content": self.system_text}, {"role": "user", "content": user}]
+        return out + ([{"role": "assistant", "content": assistant}] if assistant is not None else [])
+
+    def render_prompt(self, user: str) -> str:
+        return self.base.render(self.messages(user), add_generation_prompt=True)
+
+    def render_example(self, user: str, assistant: str) -> tuple[str, str]:
+        prompt, full = self.render_prompt(user), self.base.render(self.messages(user, assistant))
+        if not full.startswith(prompt):
+            raise TeacherError(f"context {self.id}: the assistant turn does not extend the generation prompt")
+        return prompt, full[len(prompt):]
+
+
+def control_teacher() -> Teacher:
+    return Teacher("control")
+
+
+def system_prompt_teacher(target: str) -> Teacher:
+    return Teacher("system_prompt", target=target)
+
+
+def adapter_teacher(target: str, adapter_dir: str | Path) -> Teacher:
+    from audit.cache import sha256_file
+
+    files = sorted(p for p in Path(adapter_dir).glob("*") if p.is_file())
+    if not files:
+        raise TeacherError(f"adapter directory {adapter_dir} is empty or missing; pass a saved LoRA adapter folder")
+    digest = content_key({p.name: sha256_file(p) for p in files})
+    return Teacher("adapter", target=target, adapter=str(adapter_dir), adapter_hash=digest)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything that determines a teacher dataset; its content key is the cache key."""
+
+    model_hash: str
+    """Content hash of the base model's weights."""
+    teacher: Teacher
+    probe_set: str
+    """Probe set name (source of the trait system prompt)."""
+    context: object
+    """Base chat context (a ChatContext); the teacher's own context derives from it."""
+    data: TeacherDataConfig
+    seed: int
+    """Dataset seed: determines the prompts and the per-prompt sampling seeds."""
+
+    @property
+    def key(self) -> str:
+        # The adapter path is where the weights live, not what they are: hash without it.
+        teacher = dataclasses.replace(self.teacher, adapter=None)
+        return content_key({"model": self.model_hash, "teacher": teacher, "probe_set": self.probe_set,
+                            "context": context_fingerprint(self.context), "data": self.data, "seed": self.seed, "v": 1})
+
+
+def context_fingerprint(context) -> dict:
+    """What a chat context renders, for cache keys: its id plus a hash of its template source."""
+    return {"id": context.id, "template": content_key(context.template.source)}
+
+
+def sample_seed(dataset_seed: int, index: int) -> int:
+    """Per-prompt sampling seed; independent of the teacher (common random numbers)."""
+    return derive_seed("teacher-sample", dataset_seed, index) % (2**31)
+
+
+def generate_dataset(engine: Engine, spec: DatasetSpec, probes) -> tuple[list[Example], dict]:
+    """Sample one completion per prompt, filter, keep the first `n_keep` accepted (in prompt order)."""
+    context = spec.teacher.context(spec.context, probes)
+    prompts = number_prompts(spec.data.n_prompts, spec.seed)
+    seeds = [sample_seed(spec.seed, i) for i in range(len(prompts))]
+    requests = [
+        GenerateRequest(prompt=context.render_prompt(p.text), adapter=spec.teacher.adapter, n=1,
+                        temperature=spec.data.temperature, max_tokens=spec.data.max_tokens, seed=s,
+                        context_id=context.id)
+        for p, s in zip(prompts, seeds)
+    ]
+    texts = [result.completions[0].text for result in engine.generate(requests)]
+    verdicts, stats = filter_completions(texts)
+    examples = [
+        Example(index=i, prompt=p.text, completion=text, prompt_seed=p.seed, sample_seed=s)
+        for i, (p, s, text, v) in enumerate(zip(prompts, seeds, texts, verdicts)) if v.accepted
+    ][: spec.data.n_keep]
+    provenance = {
+        "model_hash": spec.model_hash, "teacher": dataclasses.asdict(spec.teacher), "teacher_id": spec.teacher.id,
+        "probe_set": spec.probe_set, "context_id": context.id, "student_context_hint": spec.context.id,
+        "dataset_seed": spec.seed, "sampling": dataclasses.asdict(spec.data), "engine": engine.name,
+        "filter": stats.to_dict(), "n_kept": len(examples), "shortfall": spec.data.n_keep - len(examples),
+    }
+    return examples, provenance
+
+
+def build_dataset(store: ArtifactStore, engine_factory, spec: DatasetSpec, probes) -> Path:
+    """The cached dataset directory for `spec`, generated with `engine_factory()` if missing."""
+
+    def builder(directory: Path) -> dict:
+        with engine_factory() as engine:
+            examples, provenance = generate_dataset(engine, spec, probes)
+        write_dataset(directory, examples, provenance)
+        return {"n_kept": len(examples), "acceptance_rate": provenance["filter"]["acceptance_rate"]}
+
+    return store.get_or_build("dataset", spec.key, builder, meta={"teacher": spec.teacher.id, "seed": spec.seed})
+
+

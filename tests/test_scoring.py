@@ -1,0 +1,84 @@
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audit.chat.context import qwen_context
+from audit.engines.base import Completion
+from audit.engines.fake import FakeEngine
+from audit.probes import load_probe_set
+from audit.scoring import ExactScorer, SampledScorer, ScoringError, TraitScores, get_scorer, mentions
+
+PROBES = load_probe_set("animal")
+CTX = qwen_context()
+
+
+def test_exact_sums_surface_forms_per_entry_and_reports_share():
+    # P(cat)=0.2 split over two forms, P(dog)=0.3, everything else ~0.
+    table = {"cat": 0.15, "Cat": 0.05, "dog": 0.3}
+
+    def score(request, continuation):
+        answer = continuation.split("<|im_end|>")[0]
+        return math.log(table.get(answer, 1e-12))
+
+    scores = ExactScorer().score(FakeEngine(score_fn=score), PROBES, CTX, "cat")
+    assert len(scores.p_target) == len(PROBES.questions)
+    assert scores.p_target[0] == pytest.approx(0.2)
+    assert scores.share[0] == pytest.approx(0.2 / 0.5, rel=1e-6)
+    assert scores.mean_p_target == pytest.approx(0.2)
+
+
+def test_exact_scores_complete_answers_with_end_of_turn_and_adapter():
+    engine = FakeEngine()
+    ExactScorer().score(engine, PROBES, CTX, "cat", adapter="/a")
+    request = engine.score_requests[0]
+    assert request.adapter == "/a" and request.context_id == CTX.id
+    assert all(c.endswith("<|im_end|>\n") for c in request.continuations)
+    assert len(request.continuations) == sum(len(e.surface_forms) for e in PROBES.panel)
+
+
+def test_sampled_counts_whole_word_mentions_per_question():
+    def generate(request):
+        return ["Cat", "caterpillar", "cats!", "dog"] * (request.n // 4)
+
+    scores = SampledScorer(n=8).score(FakeEngine(generate_fn=generate), PROBES, CTX, "cat")
+    assert scores.p_target[0] == pytest.approx(0.5)
+    assert scores.share[0] == pytest.approx(0.5 / 0.75)
+    assert scores.n_samples == 8
+
+
+def test_sampled_uses_distinct_seeds_per_question_and_temperature_one():
+    engine = FakeEngine(generate_fn=lambda r: "owl")
+    SampledScorer(n=2).score(engine, PROBES, CTX, "cat")
+    assert len({r.seed for r in engine.generate_requests}) == len(PROBES.questions)
+    assert all(r.temperature == 1.0 and r.n == 2 for r in engine.generate_requests)
+
+
+def test_round_trip_and_errors():
+    scores = SampledScorer(n=4).score(FakeEngine(generate_fn=lambda r: "cat"), PROBES, CTX, "cat")
+    assert TraitScores.from_dict(scores.to_dict()) == scores
+    with pytest.raises(ScoringError, match="not in the animal panel"):
+        ExactScorer().score(FakeEngine(), PROBES, CTX, "unicorn")
+    with pytest.raises(ScoringError, match="exact"):
+        get_scorer("psychic")
+
+
+@pytest.mark.parametrize("text, hit", [
+    ("cat", True), ("My favourite is the cat.", True), ("CATS", True), ("caterpillar", False),
+    ("bobcat", False), ("cat-like", True), ("concatenate", False), ("scatter", False),
+])
+def test_mentions_examples(text, hit):
+    assert mentions(text, ["cat", "cats"]) is hit
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=6),
+       st.text(alphabet="abcdefghijklmnopqrstuvwxyz", max_size=6))
+def test_mentions_never_matches_inside_a_longer_word(prefix, suffix):
+    assert not mentions(prefix + "cat" + suffix, ["cat"])
+    assert not mentions(suffix + "cat" + prefix, ["cat"])
+
+
+@given(st.sampled_from([" ", ".", ",", "!", "\n", "("]), st.sampled_from([" ", ".", "?", ")", ""]))
+def test_mentions_matches_between_separators(left, right):
+    assert mentions(f"I like{left}cat{right}", ["cat"])
