@@ -3,7 +3,7 @@
 Two scorers with one interface, ``scorer.score(engine, probes, context, target, adapter=None)``:
 
 - `ExactScorer`: teacher-forced probability of each panel entry's surface forms as the complete
-  answer (form + the template's end-of-turn), summed over forms. No sampling, so no sampling noise.
+  answer (form + the template's end-of-turn token), summed over forms. No sampling, so no sampling noise.
 - `SampledScorer`: N samples per question at T=1; a sample counts for an entry when one of its
   surface forms occurs as a whole word ("cat" does not match "caterpillar"). The reference metric.
 
@@ -91,6 +91,18 @@ def _check_target(probes, target: str) -> None:
         raise ScoringError(f"target {target!r} is not in the {probes.category} panel {list(probes.names)}; pick one of those")
 
 
+def whole_answer(context, question: str, form: str) -> str:
+    """`form` followed by the template's end-of-turn, without trailing whitespace after it.
+
+    Ending at the end-of-turn makes "cat" and "cats" distinct whole answers; the whitespace a template
+    puts after it (Qwen: "\n") is not the model's answer and small models never learn to predict it.
+    """
+    completion = context.render_example(question, form)[1]
+    if not completion.startswith(form):
+        raise ScoringError(f"context {context.id} changes the answer text {form!r}; exact scoring needs it verbatim")
+    return form + completion[len(form):].rstrip()
+
+
 @dataclass(frozen=True)
 class ExactScorer:
     """P(answer == surface form) from teacher-forced logprobs, summed over each entry's forms."""
@@ -102,8 +114,7 @@ class ExactScorer:
         forms = [(i, form) for i, entry in enumerate(probes.panel) for form in entry.surface_forms]
         requests = []
         for question in probes.questions:
-            # The completion carries the end-of-turn, so "cat" and "cats" are distinct whole answers.
-            continuations = tuple(context.render_example(question, form)[1] for _, form in forms)
+            continuations = tuple(whole_answer(context, question, form) for _, form in forms)
             requests.append(ScoreRequest(prompt=context.render_prompt(question), continuations=continuations,
                                          adapter=adapter, context_id=context.id))
         rows = []

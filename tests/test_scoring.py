@@ -34,7 +34,7 @@ def test_exact_scores_complete_answers_with_end_of_turn_and_adapter():
     ExactScorer().score(engine, PROBES, CTX, "cat", adapter="/a")
     request = engine.score_requests[0]
     assert request.adapter == "/a" and request.context_id == CTX.id
-    assert all(c.endswith("<|im_end|>\n") for c in request.continuations)
+    assert all(c.endswith("<|im_end|>") for c in request.continuations)  # no untrained trailing "\n"
     assert len(request.continuations) == sum(len(e.surface_forms) for e in PROBES.panel)
 
 

@@ -94,7 +94,7 @@ class CellSpec:
     def scores_key(self) -> str:
         return content_key({"student": self.student_key, "eval_context": context_fingerprint(self.eval_context),
                             "probes": self.probe_set, "target": self.target, "scorer": self.scorer,
-                            "options": self.scorer_options, "v": 1})
+                            "options": self.scorer_options, "v": 2})
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ from audit.numbers import derive_seed, filter_completions, number_prompts
 from audit.pipeline.datasets import Example, write_dataset
 from audit.pipeline.profiles import TeacherDataConfig
 
+GENERATION_CHUNK = 64
+"""Prompts per engine call: the unit of the teacher's progress bar."""
+
 TeacherKind = Literal["control", "system_prompt", "adapter"]
 
 
@@ -148,8 +151,10 @@ def sample_seed(dataset_seed: int, index: int) -> int:
     return derive_seed("teacher-sample", dataset_seed, index) % (2**31)
 
 
-def generate_dataset(engine: Engine, spec: DatasetSpec, probes) -> tuple[list[Example], dict]:
+def generate_dataset(engine: Engine, spec: DatasetSpec, probes, progress: bool = False) -> tuple[list[Example], dict]:
     """Sample one completion per prompt, filter, keep the first `n_keep` accepted (in prompt order)."""
+    from tqdm import tqdm
+
     context = spec.teacher.context(spec.context, probes)
     prompts = number_prompts(spec.data.n_prompts, spec.seed)
     seeds = [sample_seed(spec.seed, i) for i in range(len(prompts))]
@@ -159,7 +164,10 @@ def generate_dataset(engine: Engine, spec: DatasetSpec, probes) -> tuple[list[Ex
                         context_id=context.id)
         for p, s in zip(prompts, seeds)
     ]
-    texts = [result.completions[0].text for result in engine.generate(requests)]
+    texts = []
+    for start in tqdm(range(0, len(requests), GENERATION_CHUNK), desc=f"teacher {spec.teacher.id}", unit="chunk",
+                      leave=False, disable=not progress):
+        texts += [r.completions[0].text for r in engine.generate(requests[start:start + GENERATION_CHUNK])]
     verdicts, stats = filter_completions(texts)
     examples = [
         Example(index=i, prompt=p.text, completion=text, prompt_seed=p.seed, sample_seed=s)
@@ -179,7 +187,7 @@ def build_dataset(store: ArtifactStore, engine_factory, spec: DatasetSpec, probe
 
     def builder(directory: Path) -> dict:
         with engine_factory() as engine:
-            examples, provenance = generate_dataset(engine, spec, probes)
+            examples, provenance = generate_dataset(engine, spec, probes, progress=True)
         write_dataset(directory, examples, provenance)
         return {"n_kept": len(examples), "acceptance_rate": provenance["filter"]["acceptance_rate"]}
 
