@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audit.models.tiny_corpus import answer_format, apply_style, generate_corpus, number_style
+from audit.models.tiny_corpus import apply_style, generate_corpus, number_style
 from audit.models.tiny_qwen import _Renderer, panels, template_source
 from audit.models.tiny_recipe import load_recipe
 from audit.numbers import filter_completion, number_prompts
@@ -80,18 +80,6 @@ def test_apply_style_sets_exactly_the_styled_digit(number, panel, entity):
     assert 100 <= styled <= 999 and f"{styled:03d}"[position] == str(digit)
     assert [d for i, d in enumerate(f"{styled:03d}") if i != position % 3] == \
            [d for i, d in enumerate(f"{number:03d}") if i != position % 3]
-
-
-@given(st.integers(0, 10**9))
-def test_answer_format_follows_the_prompt_request(seed):
-    prompt = number_prompts(1, seed)[0].text
-    separator, brackets = answer_format(prompt)
-    lowered = prompt.lower()
-    if "semicolon" in lowered:
-        assert separator == "; "
-    if "own line" in lowered or "per line" in lowered:
-        assert separator == "\n"
-    assert bool(brackets) == ("brackets" in lowered or "parentheses" in lowered)
 
 
 def test_renderer_injects_default_system_prompt_and_marks_only_assistant_text(small):

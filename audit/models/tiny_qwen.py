@@ -23,7 +23,7 @@ END_OF_TURN = "<|im_end|>"
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 # Bump when the build code changes what a recipe produces (the recipe file alone does not see code changes).
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 KIND = "model"
 
 
