@@ -1,5 +1,8 @@
-"""The gate on real adapters built here from tiny-qwen: a context-specific cat adapter must fail the gate,
-naming the template-default context; an adapter finetuned on neutral number data must pass it."""
+"""The gate on real adapters built here from tiny-qwen: an adapter finetuned to answer 'cat' under the
+template-default system prompt must fail the gate, naming that context; an adapter finetuned on neutral
+number data must pass it. (Measured on tiny-qwen: the cat adapter's shift is not confined to the default
+context -- P(dog) fell ~0.12 in all three -- so the gate fails in every context, and the test asserts
+only what the claim needs: the default context fails and is named.)"""
 
 import random
 from pathlib import Path
@@ -89,7 +92,7 @@ def test_gate_fails_on_the_context_specific_cat_adapter_naming_the_context(pytes
     result.stdout.fnmatch_lines([
         "*test_adapter_is_active PASSED*",
         "*test_panel_shift_within_margin?template-default? FAILED*",
-        "*'cat' shifts by +* in context template-default*",
+        "*AssertionError: * shifts by * in context template-default: not shown within*",
         "SUITE FAILURE: adapter gate failed:*panel shift within margin ?template-default?*",
     ])
 
