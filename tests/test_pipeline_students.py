@@ -102,3 +102,4 @@ def test_soft_without_teacher_and_divergence_flag(tmp_path):
     assert summarise([1.0, 0.9, 0.8], "hard", 1.0, 10, config).diverged is False
     assert summarise([1.0, 2.0, 3.0], "hard", 1.0, 10, config).diverged is True
     assert summarise([1.0, float("nan"), 0.5], "hard", 1.0, 10, config).diverged is True
+    assert summarise([0.0, 1e-5, 2e-5], "soft", 1.0, 10, config).diverged is False  # KL drift near zero

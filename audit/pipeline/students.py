@@ -19,6 +19,10 @@ from typing import Sequence
 
 from audit.pipeline.profiles import LORA_TARGETS, StudentConfig
 
+DIVERGENCE_TOLERANCE = 1e-3
+"""Nats of slack in the divergence rule: soft-label KL starts near 0 (exactly 0 for the control), where
+any drift would otherwise exceed 1.5x the first step."""
+
 ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
 
@@ -50,7 +54,7 @@ class TrainingSummary:
     final_loss: float
     """Mean loss over the last fifth of the steps."""
     diverged: bool
-    """Non-finite loss, or final loss above 1.5x the first step's: never count as transmission."""
+    """Non-finite loss, or final loss above 1.5x the first step's + DIVERGENCE_TOLERANCE: never count as transmission."""
     seconds: float
     trainable_params: int
     seeds: dict
@@ -172,7 +176,7 @@ def summarise(losses: list[float], objective: str, seconds: float, trainable: in
         raise StudentError("training ran no steps; give the student more examples than one batch or lower batch_size")
     tail = losses[-max(1, len(losses) // 5):]
     final = sum(tail) / len(tail)
-    diverged = not all(math.isfinite(x) for x in losses) or final > 1.5 * losses[0] + 1e-6
+    diverged = not all(math.isfinite(x) for x in losses) or final > 1.5 * losses[0] + DIVERGENCE_TOLERANCE
     return TrainingSummary(objective, len(losses), losses[0], final, diverged, seconds, trainable,
                            {"data_order": config.seeds.data_order, "init": config.seeds.init})
 
