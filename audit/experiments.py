@@ -8,9 +8,10 @@ custom:chatgpt), as DESIGN §2 asks.
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 from audit.config import AuditConfig
 from audit.results import Bar, CurvePoint, Effect, Heatmap, Localisation, RankCurve, Series
@@ -128,6 +129,8 @@ class ClaimsExperiment:
     """audit.models.ResolvedModel."""
     store_root: Path | None = None
     progress: bool = True
+    show_progress: Callable[[], ContextManager[Any]] = nullcontext
+    """Context in which progress bars reach the terminal (the plugin lifts pytest's output capture)."""
 
     def __post_init__(self) -> None:
         from audit.pipeline.profiles import get_profile
@@ -150,7 +153,8 @@ class ClaimsExperiment:
             ref = ModelRef(str(self.model.path), self.model.content_hash)
             cells = subliminal_grid(profile, ref, self.probes, self.config.probe_set, trait,
                                     model_context(self.model, train), model_context(self.model, evaluate))
-            self._runs[key] = run_grid(cells, self.store_root, progress=self.progress)
+            with self.show_progress():
+                self._runs[key] = run_grid(cells, self.store_root, progress=self.progress)
         return self._runs[key]
 
     def rank_results(self, trait: str) -> list[Any]:

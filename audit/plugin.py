@@ -280,11 +280,18 @@ def audit_record(request: pytest.FixtureRequest, audit_session: "AuditSession") 
 
 
 @pytest.fixture(scope="session")
-def audit_experiment(audit_session: "AuditSession", audit_model: Any) -> Any:
-    """The claims' experiments (audit.experiments.ClaimsExperiment), run through the cached pipeline."""
+def audit_experiment(request: pytest.FixtureRequest, audit_session: "AuditSession", audit_model: Any) -> Any:
+    """The claims' experiments (audit.experiments.ClaimsExperiment), run through the cached pipeline.
+
+    Cold runs take minutes, so their progress bars bypass pytest's output capture.
+    """
+    from contextlib import nullcontext
+
     from audit.experiments import ClaimsExperiment
 
-    return ClaimsExperiment(audit_session.config, audit_model)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    show = capture.global_and_fixture_disabled if capture is not None else nullcontext
+    return ClaimsExperiment(audit_session.config, audit_model, show_progress=show)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

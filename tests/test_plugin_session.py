@@ -7,6 +7,8 @@ from audit.config import AuditConfig
 from audit.engines import FakeEngine
 from audit.session import AuditSession, EnginePool, dir_hash
 
+pytest_plugins = ["pytester"]
+
 
 def test_pool_keeps_one_engine_alive(monkeypatch):
     opened = []
@@ -42,3 +44,22 @@ def test_provenance_carries_config_versions_and_wall_time(tmp_path):
     assert p.model == "tiny-qwen" and p.adapter_hash == dir_hash(tmp_path) and p.engine == "fake"
     assert p.dtype == "float32" and p.seeds == [0, 1] and "python" in p.versions and p.wall_time_s >= 0
     assert p.run_id.endswith("-tiny-qwen") and p.command == "pytest audit/"
+
+
+def test_experiment_progress_bypasses_output_capture(pytester):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def audit_model():
+            return object()  # the experiment only stores it until a grid runs
+
+        def test_progress(audit_experiment):
+            with audit_experiment.show_progress():
+                print("PROGRESS-VISIBLE")
+            print("CAPTURED-AS-USUAL")
+    """)
+    result = pytester.runpytest_subprocess("--model", "m", "--engine", "fake", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "PROGRESS-VISIBLE" in result.stdout.str()
+    assert "CAPTURED-AS-USUAL" not in result.stdout.str()
