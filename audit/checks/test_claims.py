@@ -23,6 +23,10 @@ def _conclude(record, verdict, name: str, trait: str) -> None:
 def rank_verdict(audit_experiment, audit_session, audit_trait):
     from audit.verdicts import rank_inverted_u
 
+    p = audit_experiment.profile
+    audit_session.data[f"rank grid ({audit_trait})"] = (
+        f"profile {p.name}: LoRA ranks {list(p.ranks)}, full FT {p.include_full}, dataset seeds "
+        f"{list(p.dataset_seeds)}, training seeds {list(p.training_seeds)}, {p.data.n_keep} teacher examples each")
     audit_session.collector.rank_curves.append(audit_experiment.rank_curve(audit_trait))
     lora, _ = audit_experiment.rank_cells(audit_trait)
     return rank_inverted_u(lora)
