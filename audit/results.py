@@ -51,8 +51,8 @@ class Effect(_Frozen):
         )
 
     def text(self) -> str:
-        """Compact human form: '+0.031 [+0.010, +0.052] n=8'."""
-        return f"{self.value:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}] n={self.n}"
+        """Compact human form: "+0.0310 [+0.0100, +0.0520] n=8" (4 decimals: tiny effects stay visible)."""
+        return f"{self.value:+.4f} [{self.ci_low:+.4f}, {self.ci_high:+.4f}] n={self.n}"
 
 
 class CheckResult(_Frozen):
