@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audit.models.tiny_corpus import apply_style, generate_corpus, number_style
-from audit.models.tiny_qwen import _Renderer, panels, template_source
+from audit.models.tiny_qwen import _Renderer, panels
 from audit.models.tiny_recipe import load_recipe
 from audit.numbers import filter_completion, number_prompts
 from audit.models.tiny_corpus import SeedPrompt
@@ -84,7 +84,7 @@ def test_apply_style_sets_exactly_the_styled_digit(number, panel, entity):
 
 def test_renderer_injects_default_system_prompt_and_marks_only_assistant_text(small):
     _, chats = small
-    renderer = _Renderer(template_source())
+    renderer = _Renderer()
     chat = next(c for c in chats if c.system is None and c.kind == "two_turn")
     text, spans = renderer.with_spans(chat)
     assert text.startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>")

@@ -67,15 +67,15 @@ def build_key(recipe: TinyQwenRecipe) -> str:
 
 
 class _Renderer:
-    """Renders chats with the Qwen2.5 template (jinja2 immutable sandbox) and locates assistant spans."""
+    """Renders chats with the shipped Qwen2.5 template (the chat layer's sandbox) and locates assistant spans."""
 
-    def __init__(self, source: str) -> None:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    def __init__(self) -> None:
+        from audit.chat import load_template
 
-        self._template = ImmutableSandboxedEnvironment().from_string(source)
+        self._template = load_template(TEMPLATE_PATH.stem)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
-        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=None)
+        return self._template.render(messages, add_generation_prompt=add_generation_prompt)
 
     def with_spans(self, chat: Chat) -> tuple[str, list[tuple[int, int]]]:
         """Full text and the char spans (assistant content + end-of-turn) that carry the loss."""
@@ -202,7 +202,7 @@ def build_tiny_qwen(out: Path, recipe: TinyQwenRecipe, progress: bool = True) ->
     started = time.monotonic()
     torch.set_num_threads(recipe.training.threads)
     chats = generate_corpus(recipe.corpus, panels(), _seed_prompts(recipe), recipe.seed)
-    renderer = _Renderer(template_source())
+    renderer = _Renderer()
     rendered = [renderer.with_spans(c) for c in chats]
     tok = train_tokenizer([text for text, _ in rendered], recipe.tokenizer.vocab_size)
     encoded = [_encode(tok, text, spans) for text, spans in rendered]
