@@ -228,19 +228,31 @@ class HfEngine(EngineBase):
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
         done = [False] * len(rows)
+        live = list(range(len(rows)))  # rows still in the batch, in batch order
         for _step in range(max(r.max_tokens for r in requests)):
             step_logprobs = torch.log_softmax(logits, -1)
-            chosen = self._choose(logits, rows, requests, generators)
-            for b, (_, r) in enumerate(rows):
+            chosen = self._choose(logits, [rows[b] for b in live], requests, generators)
+            for j, b in enumerate(live):
                 if done[b]:
                     continue
-                token = int(chosen[b])
+                token = int(chosen[j])
                 tokens[b].append(token)
-                logprobs[b].append(step_logprobs[b, token].item())
-                done[b] = token in self.stop_ids or len(tokens[b]) >= r.max_tokens
+                logprobs[b].append(step_logprobs[j, token].item())
+                done[b] = token in self.stop_ids or len(tokens[b]) >= rows[b][1].max_tokens
             if all(done):
                 break
-            attn = torch.cat([attn, torch.ones(len(rows), 1, dtype=attn.dtype)], -1)
+            # Drop requests whose rows have all finished; a request's rows leave together, so each
+            # request's generator draws exactly as without dropping (results are unchanged).
+            unfinished = {rows[b][0] for b in live if not done[b]}
+            keep = [j for j, b in enumerate(live) if rows[b][0] in unfinished]
+            if len(keep) < len(live):
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index)
+                attn, positions, chosen = attn[index], positions[index], chosen[index]
+                if gated:
+                    step_mask = step_mask[index]
+                live = [live[j] for j in keep]
+            attn = torch.cat([attn, torch.ones(len(live), 1, dtype=attn.dtype)], -1)
             positions = positions[:, -1:] + 1
             logits, cache = self._forward(chosen[:, None], attn, positions, cache, step_mask if gated else None)
             logits = logits[:, -1]
@@ -254,13 +266,19 @@ class HfEngine(EngineBase):
         return results
 
     def _choose(self, logits, rows, requests, generators):
-        """Greedy for temperature 0, else a draw from softmax(logits / T) with the request's generator."""
+        """Greedy for temperature 0, else a draw from softmax(logits / T) with the request's generator.
+
+        rows: (request index, request) of each batch row; all rows of a request are present.
+        """
         torch = self._torch
         chosen = logits.argmax(-1)
-        for ri, request in enumerate(requests):
+        by_request: dict[int, list[int]] = {}
+        for b, (ri, _) in enumerate(rows):
+            by_request.setdefault(ri, []).append(b)
+        for ri, idx in by_request.items():
+            request = requests[ri]
             if request.temperature == 0:
                 continue
-            idx = [b for b, (rj, _) in enumerate(rows) if rj == ri]
             probs = torch.softmax(logits[idx] / request.temperature, -1)
             chosen[idx] = torch.multinomial(probs, 1, generator=generators[ri])[:, 0]
         return chosen
