@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RECIPE_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "tiny_qwen" / "recipe.yaml"
+
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+"""Head sizes vLLM's CPU attention backend runs (vllm/v1/attention/backends/cpu_attn.py, vLLM 0.32)."""
 
 
 class _Frozen(BaseModel):
@@ -20,6 +23,17 @@ class ModelShape(_Frozen):
     num_attention_heads: int = Field(description="Query heads per layer.")
     num_key_value_heads: int = Field(description="Key/value heads per layer (grouped-query attention, as in Qwen2).")
     max_position_embeddings: int = Field(description="Longest sequence the model is trained and used on.")
+
+    @model_validator(mode="after")
+    def _served_by_vllm(self) -> ModelShape:
+        # The engines must serve tiny-qwen through vLLM too; its CPU kernels take only some head sizes.
+        head_dim, rest = divmod(self.hidden_size, self.num_attention_heads)
+        if rest or head_dim not in VLLM_CPU_HEAD_SIZES:
+            raise ValueError(f"hidden_size/num_attention_heads = {self.hidden_size / self.num_attention_heads:g} is not a "
+                             f"head size vLLM's CPU backend runs ({', '.join(map(str, VLLM_CPU_HEAD_SIZES))})")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        return self
 
 
 class TokenizerSpec(_Frozen):
