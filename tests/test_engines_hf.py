@@ -35,6 +35,12 @@ def _max_diff(a, b):
     return max(abs(x - y) for ta, tb in zip(a.token_logprobs, b.token_logprobs) for x, y in zip(ta, tb))
 
 
+def _same_to_float_precision(a, b):
+    """Equal up to fp32 rounding: 1e-6 relative to each logprob (different batch shapes round differently)."""
+    return all(abs(x - y) <= 1e-6 * max(1.0, abs(y))
+               for ta, tb in zip(a.token_logprobs, b.token_logprobs) for x, y in zip(ta, tb))
+
+
 def test_shared_prefix_score_equals_full_forward(setup):
     engine, adapter, _, _ = setup
     result = _score(engine, adapter)
@@ -64,9 +70,14 @@ def test_greedy_generation_is_argmax_and_logprobs_match_score(setup):
     engine, adapter, _, _ = setup
     (res,) = engine.generate([GenerateRequest(PROMPT, adapter=adapter, n=2, temperature=0, max_tokens=8, logprobs=True)])
     a, b = res.completions
-    assert a.token_ids == b.token_ids and len(a.token_ids) == 8 and a.finish_reason == "length"
+    assert a.token_ids == b.token_ids and a.logprobs == b.logprobs
+    # a trained model may end its turn early; otherwise the budget is used up
+    assert (a.finish_reason, len(a.token_ids) == 8) in (("length", True), ("stop", False))
     assert all(lp <= 0 for lp in a.logprobs)
-    assert sum(a.logprobs) > -8 * math.log(len(engine.tokenizer))  # greedy beats uniform
+    assert sum(a.logprobs) > -len(a.logprobs) * math.log(len(engine.tokenizer))  # greedy beats uniform
+    (scored,) = engine.score([ScoreRequest(PROMPT, (a.text,), adapter=adapter)])
+    n = len(scored.token_logprobs[0])
+    assert scored.token_logprobs[0] == pytest.approx(a.logprobs[:n], abs=1e-4)
 
 
 def test_sampling_is_seeded(setup):
@@ -109,7 +120,7 @@ def _system_positions(engine):
 def test_gate_all_on_equals_plain_adapter(setup):
     engine, adapter, _, _ = setup
     gate = LoraGate(frozenset(range(_n_prompt(engine))), generated="on")
-    assert _max_diff(_score(engine, adapter, gate), _score(engine, adapter)) < 1e-6
+    assert _same_to_float_precision(_score(engine, adapter, gate), _score(engine, adapter))
     plain, gated = engine.generate([GenerateRequest(PROMPT, adapter=adapter, temperature=0, max_tokens=8, gate=g)
                                     for g in (None, gate)])
     assert plain.completions[0].token_ids == gated.completions[0].token_ids
@@ -118,8 +129,8 @@ def test_gate_all_on_equals_plain_adapter(setup):
 def test_gate_all_off_equals_base(setup):
     engine, adapter, _, _ = setup
     gate = LoraGate(frozenset(), generated="off")
-    assert _max_diff(_score(engine, adapter, gate), _score(engine)) < 1e-6
-    assert _max_diff(_score(engine, adapter, LoraGate(frozenset(), invert=True, generated="on")), _score(engine, adapter)) < 1e-6
+    assert _same_to_float_precision(_score(engine, adapter, gate), _score(engine))
+    assert _same_to_float_precision(_score(engine, adapter, LoraGate(frozenset(), invert=True, generated="on")), _score(engine, adapter))
 
 
 def test_system_prompt_gate_gives_a_third_result(setup):
@@ -133,7 +144,7 @@ def test_invert_equals_complement(setup):
     engine, adapter, _, _ = setup
     system = _system_positions(engine)
     rest = frozenset(range(_n_prompt(engine))) - system
-    assert _max_diff(_score(engine, adapter, LoraGate(system, invert=True)), _score(engine, adapter, LoraGate(rest))) < 1e-6
+    assert _same_to_float_precision(_score(engine, adapter, LoraGate(system, invert=True)), _score(engine, adapter, LoraGate(rest)))
 
 
 def test_generated_policy_matters(setup):
