@@ -37,7 +37,9 @@ def _group_by_adapter(requests: Sequence) -> dict[str | None, list[int]]:
 class HfEngine(EngineBase):
     """transformers + peft engine (fp32 by default).
 
-    model_path: HF model folder. dtype: torch dtype name. batch_size: rows per forward pass.
+    model_path: HF model folder. dtype: torch dtype name. batch_size: rows per generation forward pass
+    (and the least rows per scoring pass). score_logits_budget: scoring passes hold at most about this
+    many logits (rows x tokens x vocab), so small-vocabulary models score many prompts per pass.
     allow_pickle: accept adapters stored as pickled .bin (off: only safetensors).
     """
 
@@ -49,6 +51,7 @@ class HfEngine(EngineBase):
         dtype: str = "float32",
         batch_size: int = 64,
         allow_pickle: bool = False,
+        score_logits_budget: int = 2**25,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,6 +60,7 @@ class HfEngine(EngineBase):
         self.model_path = Path(model_path)
         self.dtype = getattr(torch, dtype)
         self.batch_size = batch_size
+        self.score_logits_budget = score_logits_budget
         self.allow_pickle = allow_pickle
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=False)
         self.model = AutoModelForCausalLM.from_pretrained(
@@ -126,7 +130,7 @@ class HfEngine(EngineBase):
             self.model.set_adapter(self._adapter_names[str(Path(adapter).resolve())])
             yield
 
-    def _forward(self, input_ids, attention_mask, position_ids, cache, gate_mask=None):
+    def _forward(self, input_ids, attention_mask, position_ids, cache, gate_mask=None, logits_to_keep=0):
         self._gate_mask = gate_mask
         try:
             out = self.model(
@@ -135,6 +139,7 @@ class HfEngine(EngineBase):
                 position_ids=position_ids,
                 past_key_values=cache,
                 use_cache=True,
+                logits_to_keep=logits_to_keep,
             )
         finally:
             self._gate_mask = None
@@ -150,9 +155,75 @@ class HfEngine(EngineBase):
         with self._torch.inference_mode():
             for adapter, indices in _group_by_adapter(requests).items():
                 with self._adapter(adapter):
-                    for i in indices:
+                    gated = [i for i in indices if requests[i].gate is not None]
+                    for i in gated:  # gates differ per prompt: one prefix pass each
                         results[i] = self._score_one(requests[i])
+                    for group in self._score_groups([i for i in indices if requests[i].gate is None], requests):
+                        for i, result in zip(group, self._score_many([requests[i] for i in group])):
+                            results[i] = result
         return results  # type: ignore[return-value]
+
+    def _score_groups(self, indices: list[int], requests: Sequence[ScoreRequest]) -> list[list[int]]:
+        """Consecutive requests whose continuation rows fit one scoring pass (at least one request each)."""
+        vocab = len(self.tokenizer)
+        max_rows = max(self.batch_size, self.score_logits_budget // (8 * vocab))  # ~8 tokens per continuation
+        groups: list[list[int]] = []
+        rows = 0
+        for i in indices:
+            n = len(requests[i].continuations)
+            if not groups or rows + n > max_rows:
+                groups.append([])
+                rows = 0
+            groups[-1].append(i)
+            rows += n
+        return groups
+
+    def _score_many(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """Ungated teacher-forced scoring of several prompts: one left-padded pass over their shared
+        prefixes, then their continuations in row chunks on copies of that KV cache."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        prefixes, rows = [], []  # rows: (request index, continuation ids after its prefix, scored offset)
+        for ri, request in enumerate(requests):
+            prompt_ids = encode(self.tokenizer, request.prompt)
+            fulls = [encode(self.tokenizer, request.prompt + c) for c in request.continuations]
+            starts = [continuation_start(prompt_ids, f) for f in fulls]
+            shared = min(starts)
+            prefixes.append(fulls[0][:shared])
+            rows += [(ri, f[shared:], start - shared) for f, start in zip(fulls, starts)]
+        width = max(len(p) for p in prefixes)
+        pads = [width - len(p) for p in prefixes]
+        ids = torch.tensor([[self.pad_id] * pad + p for pad, p in zip(pads, prefixes)])
+        prefix_attn = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
+        positions = (prefix_attn.cumsum(-1) - 1).clamp(min=0)
+        logits, prefix_cache = self._forward(ids, prefix_attn, positions, DynamicCache(), logits_to_keep=1)
+        first_logprobs = torch.log_softmax(logits[:, -1], -1)
+        lengths = prefix_attn.sum(-1)
+
+        per_token: list[list[tuple[float, ...]]] = [[] for _ in requests]
+        rest_width = max(len(rest) for _, rest, _ in rows)
+        chunk_rows = max(1, self.score_logits_budget // (rest_width * len(self.tokenizer)))
+        for lo in range(0, len(rows), chunk_rows):
+            chunk = rows[lo : lo + chunk_rows]
+            owner = torch.tensor([ri for ri, _, _ in chunk])
+            w = max(len(rest) for _, rest, _ in chunk)
+            cont_ids = torch.tensor([rest + [self.pad_id] * (w - len(rest)) for _, rest, _ in chunk])
+            cont_attn = torch.tensor([[1] * len(rest) + [0] * (w - len(rest)) for _, rest, _ in chunk])
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_select_indices(owner)
+            attn = torch.cat([prefix_attn[owner], cont_attn], -1)
+            cont_positions = lengths[owner][:, None] + torch.arange(w)[None]
+            logits, _ = self._forward(cont_ids, attn, cont_positions, cache)
+            logprobs = torch.log_softmax(logits, -1)
+            for row, (ri, rest, offset) in enumerate(chunk):
+                values = [first_logprobs[ri, rest[0]].item()]
+                values += [logprobs[row, j - 1, rest[j]].item() for j in range(1, len(rest))]
+                per_token[ri].append(tuple(values[offset:]))
+        return [
+            ScoreResult(request, tuple(tokens), tuple(float(sum(t)) for t in tokens))
+            for request, tokens in zip(requests, per_token)
+        ]
 
     def _score_one(self, request: ScoreRequest) -> ScoreResult:
         """Teacher-forced scoring; the shared prompt prefix is run once and its KV cache reused."""
