@@ -206,7 +206,9 @@ class ClaimsExperiment:
                 raise LocalisationError(f"student {r.cell.label} is not in the cache; rerun the rank grid")
             by_seed[(r.cell.dataset_seed, r.cell.training_seed)][r.cell.teacher.kind] = str(student_dir / ADAPTER_DIR)
         cells: dict[str, PairedCell] = {}
-        with open_engine("hf", self.model.path) as engine:  # the only engine with position-gated LoRA
+        from audit.pipeline.runner import PIPELINE_THREADS, torch_threads
+
+        with torch_threads(PIPELINE_THREADS), open_engine("hf", self.model.path) as engine:  # gated LoRA: HF only
             for condition in GATINGS:
                 diffs, questions, seeds = [], [], []
                 for s, (_, adapters) in enumerate(sorted(by_seed.items())):

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", default="cat", help="trait (a panel entry)")
     parser.add_argument("--objective", choices=("hard", "soft"), default=None, help="override the profile's objective")
     parser.add_argument("--store", default=None, help="artefact store root (default: $SUBAUDIT_CACHE)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads outside the grid (cells run with runner.PIPELINE_THREADS)")
     args = parser.parse_args(argv)
 
     import torch
