@@ -194,3 +194,26 @@ def test_canary_detects_active_and_inert_adapters(setup):
     assert active.active and active.max_abs_diff > 0.01 and active.n_tokens > 10
     inert = adapter_is_active(engine, str(lora_b_is_zero_adapter(engine.model_path, root / "zero")))
     assert not inert.active and inert.max_abs_diff < 1e-5
+
+
+def test_scoring_many_prompts_in_one_pass_equals_one_at_a_time(setup):
+    """Prompts of different lengths share one left-padded prefix pass; each equals its own call."""
+    engine, adapter, _, _ = setup
+    reqs = [ScoreRequest(chat_prompt(q), CONTINUATIONS, adapter=adapter)
+            for q in ("Hi?", "What is your favourite animal?", "Name one animal you like best, in one word.")]
+    together = engine.score(reqs)
+    for req, got in zip(reqs, together):
+        (alone,) = engine.score([req])
+        assert got.totals == pytest.approx(alone.totals, abs=1e-4)
+        assert len(got.token_logprobs) == len(CONTINUATIONS)
+
+
+def test_sampled_rows_do_not_depend_on_requests_that_finish_early(setup):
+    """Finished requests leave the batch; the others draw exactly as when generated alone."""
+    engine, _, _, _ = setup
+    long = GenerateRequest(PROMPT, n=2, temperature=1.0, max_tokens=12, seed=5)
+    short = GenerateRequest(chat_prompt("Hi?"), n=1, temperature=1.0, max_tokens=1, seed=6)
+    (alone,) = engine.generate([long])
+    mixed = engine.generate([short, long, short])
+    assert [c.token_ids for c in mixed[1].completions] == [c.token_ids for c in alone.completions]
+    assert all(len(c.token_ids) == 1 for r in (mixed[0], mixed[2]) for c in r.completions)
