@@ -1,10 +1,9 @@
 """The gate on real adapters built here from tiny-qwen: an adapter finetuned to answer 'cat' under the
 template-default system prompt must fail the gate, naming that context; an adapter finetuned on neutral
-number data must pass it. (Measured on tiny-qwen: the cat adapter's shift is not confined to the default
+number data (the base model's own continuations) must pass it. (Measured on tiny-qwen: the cat adapter's shift is not confined to the default
 context -- P(dog) fell ~0.12 in all three -- so the gate fails in every context, and the test asserts
 only what the claim needs: the default context fails and is named.)"""
 
-import random
 from pathlib import Path
 
 import pytest
@@ -68,14 +67,21 @@ def cat_when_default_adapter(tiny, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def neutral_adapter(tiny, tmp_path_factory):
-    """Finetuned on number continuations with random (trait-free) numbers, in every context."""
+    """Finetuned, in every context, on the base model's own number continuations: trait-free data from the
+    model's own distribution (what the pipeline's control teacher writes), not off-distribution numbers."""
     from audit.chat import qwen_context
-    from audit.numbers import number_prompts
+    from audit.engines import GenerateRequest, open_engine
+    from audit.numbers import filter_completion, number_prompts
 
-    rng = random.Random(0)
     contexts = [qwen_context(s) for s in ("template-default", *OTHER_SYSTEMS)]
-    pairs = [((contexts[i % 3], p.text), ", ".join(str(rng.randint(0, 999)) for _ in range(rng.randint(3, 10))))
-             for i, p in enumerate(number_prompts(150, seed=0))]
+    examples = [(contexts[i % 3], p.text) for i, p in enumerate(number_prompts(150, seed=0))]
+    requests = [GenerateRequest(c.render_prompt(q), temperature=1.0, max_tokens=48, seed=i)
+                for i, (c, q) in enumerate(examples)]
+    with open_engine("hf", tiny.path) as engine:
+        answers = engine.generate(requests)
+    pairs = [(cq, r.completions[0].text) for cq, r in zip(examples, answers)
+             if filter_completion(r.completions[0].text).accepted]
+    assert len(pairs) > 100
     return _train(tiny, pairs, tmp_path_factory.mktemp("neutral"))
 
 
