@@ -62,6 +62,7 @@ def gated_p_target(engine, tokenizer, probes, context, target: str, adapter: str
 
     from audit.chat import token_map
     from audit.engines import ScoreRequest
+    from audit.scoring import whole_answer
 
     entity = default_prompt_entity(context) if "entity" in condition else ""
     forms = [(i, form) for i, entry in enumerate(probes.panel) for form in entry.surface_forms]
@@ -69,7 +70,7 @@ def gated_p_target(engine, tokenizer, probes, context, target: str, adapter: str
     requests = []
     for question in probes.questions:
         gate = gate_for(condition, token_map(tokenizer, context, question), entity)
-        continuations = tuple(context.render_example(question, form)[1] for _, form in forms)
+        continuations = tuple(whole_answer(context, question, form) for _, form in forms)
         requests.append(ScoreRequest(context.render_prompt(question), continuations, adapter=adapter,
                                      context_id=context.id, gate=gate))
     out = []
