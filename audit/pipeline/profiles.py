@@ -177,11 +177,12 @@ QUICK = Profile(
     # since 63-67% of tiny-qwen v2's teacher completions of these prompts pass the filter (measured on
     # 1024 prompts per teacher; the model's own 95% gate uses another prompt mix). Higher lr than the
     # paper: from-scratch model, and each student sees only 40 steps.
-    # Objective: hard labels (the reference). Measured on tiny-qwen v2 (cat vs control, 2 training
-    # seeds, exact P(cat), pp): hard r1 -0.01, r4 -0.02, r16 -0.25, r64 +1.66 (seeds +2.29, +1.02),
-    # full -0.16; soft r1 0.00, r4 +0.05, r16 +0.12, r64 +0.33, full +0.69. Hard labels transmit
-    # measurably at r64; soft labels give smaller but rank-monotone effects, cost 45% more training
-    # time, and flag every full-FT student as diverged (KL starts at ~0), so quick keeps hard labels.
+    # Objective: hard labels (the reference). Transmission (cat - control student, 2 training seeds,
+    # exact P(cat), pp). tiny-qwen v3 hard: r1 +0.01, r4 +0.01, r16 +0.46 (seeds +0.71, +0.21),
+    # r64 -0.37, full -0.03. v2 hard: r1 -0.01, r4 -0.02, r16 -0.25, r64 +1.66 (seeds +2.29, +1.02),
+    # full -0.16; v2 soft: r1 0.00, r4 +0.05, r16 +0.12, r64 +0.33, full +0.69. Hard labels transmit
+    # at one rank with both seeds positive; soft labels cost 45% more training time and flag every
+    # full-FT student as diverged (KL starts at ~0), so quick keeps hard labels.
     data=TeacherDataConfig(n_prompts=640, n_keep=320, max_tokens=40),
     lora=OptimConfig(lr=1e-3, epochs=2, batch_size=16, warmup_steps=2),
     full=OptimConfig(lr=3e-4, epochs=2, batch_size=16, warmup_steps=2),
