@@ -110,15 +110,16 @@ def paired_cells(results: Sequence[Any]) -> dict[str, PairedCell]:
 
 
 def _level(results: Sequence[Any], label: str, side: str) -> Effect:
-    """Mean P(target) of one side's students of one config, cluster bootstrap over questions."""
-    from audit.stats import cluster_bootstrap_mean
+    """Mean P(target) of one side's students of one config: seed pairs, then questions, resampled."""
+    from audit.stats import replicate_bootstrap_mean
 
-    values, clusters = [], []
+    values, seed_pairs, questions = [], [], []
     for r in results:
         if r.cell.student.label == label and (r.cell.teacher.kind == "control") == (side == "control"):
             values.extend(r.scores.p_target)
-            clusters.extend(range(len(r.scores.p_target)))
-    return Effect.from_estimate(cluster_bootstrap_mean(values, clusters, n_boot=1000, seed=0))
+            seed_pairs.extend([(r.cell.dataset_seed, r.cell.training_seed)] * len(r.scores.p_target))
+            questions.extend(range(len(r.scores.p_target)))
+    return Effect.from_estimate(replicate_bootstrap_mean(values, seed_pairs, questions, n_boot=1000, seed=0))
 
 
 @dataclass

@@ -135,9 +135,9 @@ class PairedCell:
     """Seed-pair index of each diff."""
 
     def estimate(self):
-        from audit.stats import cluster_bootstrap_mean
+        from audit.stats import replicate_bootstrap_mean
 
-        return cluster_bootstrap_mean(self.diffs, self.questions, n_boot=2000, seed=0)
+        return replicate_bootstrap_mean(self.diffs, self.seed_pairs, self.questions, n_boot=2000, seed=0)
 
     def seed_means(self) -> dict[int, float]:
         d, s = np.asarray(self.diffs), np.asarray(self.seed_pairs)

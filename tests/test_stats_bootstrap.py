@@ -125,3 +125,18 @@ def test_paired_difference_rejects_unpaired_lengths_and_unknown_method():
         paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])
     with pytest.raises(StatsInputError, match="method"):
         paired_difference([1.0, 2.0], [0.0, 1.0], method="wilcoxon")
+
+
+def test_replicate_bootstrap_carries_seed_variance_and_falls_back_with_one_seed_pair():
+    from audit.stats import replicate_bootstrap_mean
+
+    rng = np.random.default_rng(0)
+    questions = list(range(50)) * 2
+    # two seed pairs whose means differ by far more than the question noise
+    values = np.concatenate([0.2 + rng.normal(0, 0.01, 50), 0.7 + rng.normal(0, 0.01, 50)])
+    seeds = [(0, 0)] * 50 + [(0, 1)] * 50
+    two = replicate_bootstrap_mean(values, seeds, questions)
+    questions_only = cluster_bootstrap_mean(values, questions)
+    assert two.ci_high - two.ci_low > 5 * (questions_only.ci_high - questions_only.ci_low)
+    one = replicate_bootstrap_mean(values[:50], seeds[:50], questions[:50])
+    assert "seed variance not estimable" in one.method and one.ci_low < 0.2 < one.ci_high

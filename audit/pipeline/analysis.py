@@ -29,10 +29,10 @@ class Transmission:
 def transmission(results: Sequence, n_boot: int = 2000, seed: int = 0) -> dict[str, Transmission]:
     """Per student config: cluster-bootstrap CI of the paired per-question difference.
 
-    Rows are (seed pair, question); clusters are questions (the same question under every seed pair
-    is one cluster), so the CI covers question sampling and, within it, seed variation.
+    Rows are (seed pair, question); the seed pair is the unit of replication (DESIGN §6), see
+    `audit.stats.replicate_bootstrap_mean`.
     """
-    from audit.stats import cluster_bootstrap_mean
+    from audit.stats import replicate_bootstrap_mean
 
     pairs: dict[str, dict[tuple, dict[str, object]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
@@ -40,7 +40,7 @@ def transmission(results: Sequence, n_boot: int = 2000, seed: int = 0) -> dict[s
         pairs[r.cell.student.label][(r.cell.dataset_seed, r.cell.training_seed)][side] = r
     out = {}
     for label, by_seed in pairs.items():
-        diffs, clusters, trait_vals, control_vals, diverged = [], [], [], [], 0
+        diffs, seed_pairs, questions, trait_vals, control_vals, diverged = [], [], [], [], [], 0
         for seeds, sides in sorted(by_seed.items()):
             if set(sides) != {"trait", "control"}:
                 raise AnalysisError(f"{label} seeds {seeds} lacks its {'control' if 'trait' in sides else 'trait'} student; run the full grid")
@@ -48,10 +48,11 @@ def transmission(results: Sequence, n_boot: int = 2000, seed: int = 0) -> dict[s
             diverged += bool(t.training.get("diverged")) + bool(c.training.get("diverged"))
             for q, (pt, pc) in enumerate(zip(t.scores.p_target, c.scores.p_target)):
                 diffs.append(pt - pc)
-                clusters.append(q)
+                seed_pairs.append(seeds)
+                questions.append(q)
                 trait_vals.append(pt)
                 control_vals.append(pc)
-        estimate = cluster_bootstrap_mean(diffs, clusters, n_boot=n_boot, seed=seed)
+        estimate = replicate_bootstrap_mean(diffs, seed_pairs, questions, n_boot=n_boot, seed=seed)
         out[label] = Transmission(label, estimate, sum(trait_vals) / len(trait_vals),
                                   sum(control_vals) / len(control_vals), len(by_seed), diverged)
     return out

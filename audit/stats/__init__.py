@@ -4,7 +4,7 @@ Every function's docstring states its assumptions and cites its source.
 """
 
 from audit.stats._inputs import StatsInputError
-from audit.stats.bootstrap import cluster_bootstrap_mean
+from audit.stats.bootstrap import cluster_bootstrap_mean, replicate_bootstrap_mean
 from audit.stats.equivalence import EquivalenceResult, tost
 from audit.stats.estimates import Estimate
 from audit.stats.inverted_u import (
@@ -29,6 +29,7 @@ __all__ = [
     "holm",
     "lind_mehlum",
     "paired_difference",
+    "replicate_bootstrap_mean",
     "tost",
     "two_lines_test",
 ]

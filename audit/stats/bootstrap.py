@@ -7,6 +7,7 @@ Miller (2024), "Adding Error Bars to Evals", arXiv:2411.00640 (cluster the items
 
 from __future__ import annotations
 
+from dataclasses import replace
 from collections.abc import Sequence
 
 import numpy as np
@@ -137,3 +138,23 @@ def cluster_bootstrap_mean(
         n_clusters=None if codes is None else n_clusters,
         level=level,
     )
+
+
+def replicate_bootstrap_mean(
+    values: Sequence[float] | np.ndarray,
+    replicates: Sequence[object],
+    questions: Sequence[object],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """Mean over (replicate, question) rows with the CI DESIGN §6 asks for.
+
+    The replicate (seed pair) is the unit of replication: with two or more, seed pairs are resampled
+    and questions within each (two-level). With a single seed pair the seed-to-seed variance cannot
+    be estimated, so questions are the clusters and the method string says so.
+    """
+    replicates = [repr(r) for r in replicates]  # labels may be tuples such as (dataset seed, training seed)
+    if len(set(replicates)) >= 2:
+        return cluster_bootstrap_mean(values, replicates, n_boot=n_boot, seed=seed, inner=questions)
+    est = cluster_bootstrap_mean(values, questions, n_boot=n_boot, seed=seed)
+    return replace(est, method=est.method + " (one seed pair: questions only, seed variance not estimable)")
