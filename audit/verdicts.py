@@ -144,6 +144,19 @@ class PairedCell:
         return {int(k): float(d[s == k].mean()) for k in np.unique(s)}
 
 
+def margin_caveat(margin: float, reference: float) -> str:
+    """A warning when the equivalence margin is not smaller than the effect it should tell from zero.
+
+    "Equivalent to 0 at +-margin" is informative only when the margin is below the effects the model
+    shows; on a small model a default margin can exceed its whole transmission.
+    """
+    if reference == 0 or margin < abs(reference):
+        return ""
+    return (f" CAVEAT: the margin +-{margin} is {margin / abs(reference):.1f}x the transmission it is compared with "
+            f"({reference:+.4f}), so equivalence at this margin cannot tell this model's effects from zero; "
+            "rerun with a --margin below the effect size")
+
+
 def transmits(estimate) -> bool:
     """Transmission shown: the 95% CI of student minus control lies above zero."""
     return estimate.ci_low > 0
@@ -202,7 +215,7 @@ def full_ft_vanishes(full: PairedCell, lora: Mapping[int, PairedCell], margin: f
     passed = equivalence.equivalent and below_shown
     why = (f"full FT transmission {full_effect.text()}: {'equivalent' if equivalence.equivalent else 'not shown equivalent'} "
            f"to 0 at +-{margin} (TOST p={equivalence.p_value:.3g}); peak LoRA r={peak} minus full FT "
-           f"{_effect(below).text()} (paired p={below.p_value:.3g})")
+           f"{_effect(below).text()} (paired p={below.p_value:.3g})") + margin_caveat(margin, estimates[peak].value)
     return Verdict(passed, why, full_effect, properties={"peak_rank": peak, "peak_minus_full": below.value,
                                                           "peak_minus_full_p": below.p_value or 1.0})
 
@@ -226,6 +239,7 @@ def system_prompt_verdicts(grid: Mapping[tuple[str, str], PairedCell], margin: f
     ok = all(transmits(e) for e in matched.values())
     out["matched"] = Verdict(ok, f"{'all' if ok else 'not all'} matched cells transmit; weakest {name(worst)} "
                                  f"{_effect(matched[worst]).text()}", _effect(matched[worst]), worst[1])
+    caveat = margin_caveat(margin, max(e.value for e in matched.values()))
     tests = {k: tost(grid[k].diffs, margin, clusters=grid[k].questions) for k in mismatched}
     adjusted = dict(zip(tests, holm([t.p_value for t in tests.values()])))
     failing = [k for k in tests if adjusted[k] >= ALPHA]
@@ -234,12 +248,12 @@ def system_prompt_verdicts(grid: Mapping[tuple[str, str], PairedCell], margin: f
     out["mismatched"] = Verdict(
         not failing,
         f"{len(tests) - len(failing)}/{len(tests)} mismatched cells equivalent to 0 at +-{margin} (TOST, Holm); "
-        f"worst {name(worst)} {effect.text()} (Holm p={adjusted[worst]:.3g})", effect, worst[1])
+        f"worst {name(worst)} {effect.text()} (Holm p={adjusted[worst]:.3g})" + caveat, effect, worst[1])
     h = tests[headline]
     out["headline"] = Verdict(
         h.equivalent,
         f"{name(headline)}: {_effect(mismatched[headline]).text()}, {'equivalent' if h.equivalent else 'not shown equivalent'} "
-        f"to 0 at +-{margin} (TOST p={h.p_value:.3g})", _effect(mismatched[headline], h.p_value), headline[1])
+        f"to 0 at +-{margin} (TOST p={h.p_value:.3g})" + caveat, _effect(mismatched[headline], h.p_value), headline[1])
     return out
 
 
@@ -261,6 +275,7 @@ def localisation_verdict(cells: Mapping[str, PairedCell], only: str, without: st
     passed = recovered >= share and rest.equivalent
     why = (f"'{only}' recovers {recovered:.0%} of the full effect {_effect(full).text()} (needs {share:.0%}): "
            f"{_effect(part).text()}; '{without}' {_effect(cells[without].estimate()).text()} is "
-           f"{'equivalent' if rest.equivalent else 'not shown equivalent'} to 0 at +-{margin} (TOST p={rest.p_value:.3g})")
+           f"{'equivalent' if rest.equivalent else 'not shown equivalent'} to 0 at +-{margin} (TOST p={rest.p_value:.3g})"
+           ) + margin_caveat(margin, full.value)
     return Verdict(passed, why, _effect(part), properties={"recovered_share": recovered, "full_effect": full.value,
                                                            "rest_tost_p": rest.p_value})

@@ -124,3 +124,11 @@ def test_entity_of_the_default_prompt_and_gates():
     assert gate_for("all but entity", Map(), "Qwen") == LoraGate(frozenset({5, 6}), generated="on", invert=True)
     assert gate_for("template only", Map(), "Qwen") == LoraGate(frozenset({0, 1, 2}), generated="off")
     assert gate_for("content only", Map(), "Qwen") == LoraGate(frozenset({0, 1, 2}), generated="on", invert=True)
+
+
+def test_margin_caveat_flags_a_margin_that_dwarfs_the_effect():
+    from audit.verdicts import margin_caveat
+
+    assert "4.0x the transmission" in margin_caveat(0.02, 0.005)
+    assert margin_caveat(0.02, 0.05) == ""
+    assert margin_caveat(0.02, 0.0) == ""
