@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 MODEL ?= tiny-qwen
 PROFILE ?= quick
 PYTEST_ARGS ?=
+AUDIT_STRICT ?= 0
 
 # Never reach for a model hub; vLLM on CPU needs an explicit KV-cache size (unset, it takes ~19 GiB).
 export HF_HUB_OFFLINE := 1
@@ -56,7 +57,12 @@ test: $(STAMP) browser
 audit: $(STAMP)
 	@if [ "$(MODEL)" = smollm2 ] || [ "$(MODEL)" = qwen ]; then $(MAKE) --no-print-directory models; fi
 	@if [ "$(MODEL)" = tiny-qwen ]; then $(PY) -m audit.models build tiny-qwen; fi
-	$(PY) -m pytest audit/ --model $(MODEL) --profile $(PROFILE) $(PYTEST_ARGS)
+	@# pytest exits 1 when a check fails: a claim that does not hold on this model is a finding the report
+	@# states, not a failed audit. Usage or internal errors (2-4) fail; AUDIT_STRICT=1 fails on findings too.
+	@$(PY) -m pytest audit/ --model $(MODEL) --profile $(PROFILE) $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 1 ] && [ "$(AUDIT_STRICT)" != 1 ]; then \
+	    echo "make audit: done; some checks failed on $(MODEL) (measured verdicts, see the report above)"; exit 0; fi; \
+	  exit $$rc
 
 bench: $(STAMP)
 	$(PY) benchmarks/engines.py
