@@ -139,6 +139,14 @@ class PairedCell:
 
         return replicate_bootstrap_mean(self.diffs, self.seed_pairs, self.questions, n_boot=2000, seed=0)
 
+    def equivalence(self, margin: float):
+        """TOST against +-margin with the same unit of replication as `estimate`: seed pairs when there
+        are two or more (a t-test on their means, few df and so little power), else questions."""
+        from audit.stats import tost
+
+        clusters = self.seed_pairs if len(set(self.seed_pairs)) >= 2 else self.questions
+        return tost(self.diffs, margin, clusters=clusters)
+
     def seed_means(self) -> dict[int, float]:
         d, s = np.asarray(self.diffs), np.asarray(self.seed_pairs)
         return {int(k): float(d[s == k].mean()) for k in np.unique(s)}
@@ -203,7 +211,7 @@ def full_ft_vanishes(full: PairedCell, lora: Mapping[int, PairedCell], margin: f
     if not transmits(estimates[peak]):
         return Verdict(None, f"no LoRA rank transmits (peak r={peak} {_effect(estimates[peak]).text()}), so "
                              "'full FT vanishes while LoRA transmits' cannot be tested")
-    equivalence = tost(full.diffs, margin, clusters=full.questions)
+    equivalence = full.equivalence(margin)
     full_effect = _effect(full.estimate(), equivalence.p_value)
     peak_cell = lora[peak]
     # Pair by (seed pair, question): the same question under the same seeds.
@@ -240,7 +248,7 @@ def system_prompt_verdicts(grid: Mapping[tuple[str, str], PairedCell], margin: f
     out["matched"] = Verdict(ok, f"{'all' if ok else 'not all'} matched cells transmit; weakest {name(worst)} "
                                  f"{_effect(matched[worst]).text()}", _effect(matched[worst]), worst[1])
     caveat = margin_caveat(margin, max(e.value for e in matched.values()))
-    tests = {k: tost(grid[k].diffs, margin, clusters=grid[k].questions) for k in mismatched}
+    tests = {k: grid[k].equivalence(margin) for k in mismatched}
     adjusted = dict(zip(tests, holm([t.p_value for t in tests.values()])))
     failing = [k for k in tests if adjusted[k] >= ALPHA]
     worst = max(failing or list(tests), key=lambda k: abs(mismatched[k].value))
@@ -271,7 +279,7 @@ def localisation_verdict(cells: Mapping[str, PairedCell], only: str, without: st
                              "no effect to localise")
     part = cells[only].estimate()
     recovered = part.value / full.value
-    rest = tost(cells[without].diffs, margin, clusters=cells[without].questions)
+    rest = cells[without].equivalence(margin)
     passed = recovered >= share and rest.equivalent
     why = (f"'{only}' recovers {recovered:.0%} of the full effect {_effect(full).text()} (needs {share:.0%}): "
            f"{_effect(part).text()}; '{without}' {_effect(cells[without].estimate()).text()} is "

@@ -10,7 +10,7 @@ PANEL = ("cat", "dog", "owl")
 N_Q = 50
 
 
-def cell(mean: float, sd: float = 0.01, seeds: int = 2, seed: int = 0) -> PairedCell:
+def cell(mean: float, sd: float = 0.01, seeds: int = 6, seed: int = 0) -> PairedCell:
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(N_Q * seeds)
     diffs = mean + sd * (noise - noise.mean())  # exact mean: the tests are about the logic, not luck
@@ -132,3 +132,13 @@ def test_margin_caveat_flags_a_margin_that_dwarfs_the_effect():
     assert "4.0x the transmission" in margin_caveat(0.02, 0.005)
     assert margin_caveat(0.02, 0.05) == ""
     assert margin_caveat(0.02, 0.0) == ""
+
+
+def test_equivalence_uses_seed_pairs_as_the_unit_of_replication():
+    # Two seed pairs whose means differ by 0.03: questions alone would call this "equivalent to 0 at
+    # +-0.02"; with the seed pair as the unit (df = 1) it is not shown.
+    diffs = tuple([-0.015] * N_Q + [0.015] * N_Q)
+    two_seeds = PairedCell(diffs, tuple(list(range(N_Q)) * 2), tuple([0] * N_Q + [1] * N_Q))
+    assert not two_seeds.equivalence(0.02).equivalent
+    one_seed = PairedCell(diffs[:N_Q], tuple(range(N_Q)), tuple([0] * N_Q))
+    assert not one_seed.equivalence(0.01).equivalent and one_seed.equivalence(0.02).equivalent
