@@ -136,3 +136,17 @@ def test_outcome_table_covers_every_template_mode_and_permutation():
     assert all(o.status == "ok" for o in outcomes if o.template == "qwen2.5-instruct")
     table = outcome_tables(outcomes)
     assert all(t in table for t in template_names())
+
+
+def test_text_mode_puts_a_literal_system_message_with_a_content_id():
+    from audit.chat import SystemModeError
+
+    love = "You love cats. You think about cats all the time."
+    ctx = qwen_context(f"text:{love}")
+    assert ctx.messages("hi")[0] == {"role": "system", "content": love}
+    prompt = ctx.render_prompt("hi")
+    assert love in prompt and "You are Qwen" not in prompt
+    other = qwen_context("text:You love owls.")
+    assert ctx.id != other.id and ctx.id == qwen_context(f"text:{love}").id and "sys=text-" in ctx.id
+    with pytest.raises(SystemModeError, match="needs the system text"):
+        qwen_context("text:")

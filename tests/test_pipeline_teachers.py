@@ -53,7 +53,7 @@ def test_dataset_is_filtered_and_has_provenance():
     assert sum(prov["filter"]["rejected_by_reason"].values()) == 12 - prov["filter"]["accepted"]
     for field in ("model_hash", "teacher_id", "context_id", "dataset_seed", "sampling", "engine"):
         assert field in prov
-    assert prov["teacher_id"] == "sys-cat" and "trait-text" in prov["context_id"]
+    assert prov["teacher_id"] == "sys-cat" and "sys=text-" in prov["context_id"]
 
 
 def test_build_dataset_is_cached_and_keyed_by_what_determines_it(tmp_path):

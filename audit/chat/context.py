@@ -20,7 +20,7 @@ class ChatContext:
     template: ChatTemplate
     """The template as shipped (the permutation is applied on top)."""
     system: str = "template-default"
-    """System-prompt mode: template-default, empty, custom:<name> or as-user-prefix:<name>."""
+    """System-prompt mode: template-default, empty, custom:<name>, as-user-prefix:<name> or text:<literal>."""
     permutation: str = "identity"
     """Template permutation name (see audit.chat.permutations.PERMUTATIONS)."""
     rendered_template: ChatTemplate = field(init=False, repr=False, compare=False)
@@ -44,7 +44,7 @@ class ChatContext:
         """Messages for alternating user/assistant turns (user first), with this context's system mode."""
         mode = self.mode
         messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
-        if mode.kind in ("empty", "custom"):
+        if mode.kind in ("empty", "custom", "text"):
             messages.insert(0, {"role": "system", "content": mode.text})
         elif mode.kind == "as-user-prefix" and messages:
             messages[0] = {"role": "user", "content": mode.text + USER_PREFIX_SEPARATOR + messages[0]["content"]}

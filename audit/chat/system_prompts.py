@@ -5,6 +5,7 @@ Modes:
 - ``empty``: an explicit empty system message (the true "no system prompt" for Qwen).
 - ``custom:<name>``: a system message with the registry text <name>.
 - ``as-user-prefix:<name>``: no system message; the registry text is prepended to the first user turn.
+- ``text:<literal>``: a system message with this literal text (e.g. a trait teacher's prompt).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ KNOWN_DEFAULT_PROMPTS: tuple[str, ...] = (QWEN_DEFAULT, SMOLLM_DEFAULT)
 USER_PREFIX_SEPARATOR = "\n\n"
 """Between the moved system text and the user's text in ``as-user-prefix`` modes."""
 
-_KINDS = ("template-default", "empty", "custom", "as-user-prefix")
+_KINDS = ("template-default", "empty", "custom", "as-user-prefix", "text")
 
 
 class SystemModeError(ValueError):
@@ -52,7 +53,7 @@ class SystemMode:
     """A parsed system-prompt mode."""
 
     kind: str
-    """One of template-default, empty, custom, as-user-prefix."""
+    """One of template-default, empty, custom, as-user-prefix, text."""
     text: str | None
     """The system text the mode adds (None for template-default, "" for empty)."""
     prompt_name: str | None = None
@@ -65,6 +66,8 @@ class SystemMode:
     @property
     def id_part(self) -> str:
         """Human-readable and content-derived: the registry text's hash follows its name."""
+        if self.kind == "text":  # free text has no name: a longer hash keeps distinct prompts apart
+            return f"text-{hashlib.sha256(self.text.encode('utf-8')).hexdigest()[:12]}"
         return self.name if self.text in (None, "") else f"{self.name}-{short_hash(self.text)}"
 
 
@@ -73,6 +76,10 @@ def parse_system_mode(mode: str) -> SystemMode:
     kind, _, prompt_name = mode.partition(":")
     if kind in ("template-default", "empty") and not prompt_name:
         return SystemMode(kind, None if kind == "template-default" else "")
+    if kind == "text":
+        if not prompt_name.strip():
+            raise SystemModeError(f"system mode {mode!r} needs the system text after 'text:'")
+        return SystemMode(kind, prompt_name)
     if kind in ("custom", "as-user-prefix"):
         if prompt_name not in SYSTEM_PROMPTS:
             raise SystemModeError(

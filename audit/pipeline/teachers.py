@@ -62,42 +62,11 @@ class Teacher:
     def context(self, base_context, probes):
         """The chat context the teacher writes in: the trait system prompt replaces the system slot."""
         if self.kind == "system_prompt":
-            return SystemTextContext(base_context, probes.teacher_prompt(self.target))
+            from audit.chat import ChatContext
+
+            return ChatContext(base_context.template, f"text:{probes.teacher_prompt(self.target)}",
+                               base_context.permutation)
         return base_context
-
-
-@dataclass(frozen=True)
-class SystemTextContext:
-    """A chat context whose system message is a literal text (the trait prompt).
-
-    ChatContext's system modes name a fixed registry; trait prompts are per-target text, so this
-    wraps a base context (same template and permutation) with a literal system message.
-    """
-
-    base: object
-    """The ChatContext whose template and permutation are used."""
-    system_text: str
-
-    @property
-    def template(self):
-        return self.base.template
-
-    @property
-    def id(self) -> str:
-        return f"{self.base.template.name}/sys=trait-text-{content_key(self.system_text)[:8]}/perm={self.base.permutation}"
-
-    def messages(self, user: str, assistant: str | None = None) -> list[dict]:
-        out = [{"role": "system", "content": self.system_text}, {"role": "user", "content": user}]
-        return out + ([{"role": "assistant", "content": assistant}] if assistant is not None else [])
-
-    def render_prompt(self, user: str) -> str:
-        return self.base.render(self.messages(user), add_generation_prompt=True)
-
-    def render_example(self, user: str, assistant: str) -> tuple[str, str]:
-        prompt, full = self.render_prompt(user), self.base.render(self.messages(user, assistant))
-        if not full.startswith(prompt):
-            raise TeacherError(f"context {self.id}: the assistant turn does not extend the generation prompt")
-        return prompt, full[len(prompt):]
 
 
 def control_teacher() -> Teacher:
