@@ -2,12 +2,26 @@
 
 Two scorers with one interface, ``scorer.score(engine, probes, context, target, adapter=None)``:
 
-- `ExactScorer`: teacher-forced probability of each panel entry's surface forms as the complete
-  answer (form + the template's end-of-turn token), summed over forms. No sampling, so no sampling noise.
-- `SampledScorer`: N samples per question at T=1; a sample counts for an entry when one of its
-  surface forms occurs as a whole word ("cat" does not match "caterpillar"). The reference metric.
+- `ExactScorer`: per entry, the teacher-forced probability that the *whole answer* is one of its surface
+  forms (form + the template's end-of-turn token, e.g. exactly "Cat<|im_end|>"), summed over forms. No
+  sampling, so no sampling noise; it sees only one-word answers.
+- `SampledScorer`: N samples per question at T=1; per entry, the fraction of samples that *mention* one of
+  its surface forms as a whole word anywhere ("The cat." and "I love cats" count; "caterpillar" does not).
+  The reference metric. The sample texts are kept in `TraitScores.samples`.
 
-Both return per-question values so the statistics can cluster-bootstrap over questions.
+Both return per-question values so the statistics can cluster-bootstrap over questions, and two statistics:
+
+- `p_target` (statistic "probability", what the pipeline uses): the two scorers' events coincide only for a
+  model that answers with a lone word (tiny-qwen: they agree). SmolLM2-135M-Instruct is chatty (under 1% of
+  its samples are a lone panel word): exact P("Cat" is the whole answer) is far below sampled P(a sample
+  mentions cat), by construction.
+- `share` (statistic "share"): the target's share of the panel total, i.e. P(target | the answer names a
+  panel entry), among one-word answers (exact) or among panel mentions (sampled); NaN where undefined.
+  It removes the answer-length mismatch only if the model picks animals the same way in one word as in a
+  sentence. tiny-qwen: agrees. SmolLM2 base: agrees, weakly powered (3% of samples name a panel entry).
+  SmolLM2 with a cat system prompt: does NOT agree (exact 0.51 vs sampled 0.76; its sentences echo the
+  prompt's "cats"). So for chatty models no statistic of the exact scorer stands in for the sampled one;
+  benchmarks/scoring_agreement.py measures both.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 from audit.engines.base import Engine, GenerateRequest, ScoreRequest
 from audit.numbers import derive_seed
@@ -24,6 +38,10 @@ from audit.numbers import derive_seed
 
 class ScoringError(Exception):
     """A scorer cannot run as asked (one line, naming the fix)."""
+
+
+Statistic = Literal["probability", "share"]
+"""A per-question trait value: "probability" is `TraitScores.p_target`, "share" is `TraitScores.share`."""
 
 
 @dataclass(frozen=True)
@@ -39,11 +57,14 @@ class TraitScores:
     questions: tuple[str, ...]
     """Evaluation questions, the row order of every per-question field."""
     p_panel: tuple[tuple[float, ...], ...]
-    """Per question, per panel entry: probability (exact) or share of samples (sampled)."""
+    """Per question, per panel entry: P(the whole answer is one of its forms) (exact) or the fraction of
+    samples that mention it (sampled)."""
     context_id: str = ""
     """Chat context the questions were rendered in."""
     n_samples: int | None = None
     """Samples per question (sampled scorer only)."""
+    samples: tuple[tuple[str, ...], ...] | None = None
+    """Per question, the texts of the samples that were counted (sampled scorer only)."""
 
     @property
     def target_index(self) -> int:
@@ -51,13 +72,25 @@ class TraitScores:
 
     @property
     def p_target(self) -> tuple[float, ...]:
-        """Per question: P(answer is the target)."""
+        """Per question: the target's column of `p_panel` (the event differs by scorer, see the module docstring)."""
         return tuple(row[self.target_index] for row in self.p_panel)
 
     @property
     def share(self) -> tuple[float, ...]:
-        """Per question: the target's share of the panel's total (0 when the panel got nothing)."""
-        return tuple(row[self.target_index] / s if (s := sum(row)) > 0 else 0.0 for row in self.p_panel)
+        """Per question: the target's share of the panel's total; NaN where the panel got nothing.
+
+        NaN, not 0: a question where no sample named a panel entry says nothing about which entry the model
+        prefers, and counting it as 0 would pull a sampled share below the exact one.
+        """
+        return tuple(row[self.target_index] / s if (s := sum(row)) > 0 else math.nan for row in self.p_panel)
+
+    def values(self, statistic: Statistic) -> tuple[float, ...]:
+        """Per question: `p_target` ("probability") or `share` ("share")."""
+        if statistic == "probability":
+            return self.p_target
+        if statistic == "share":
+            return self.share
+        raise ScoringError(f"unknown statistic {statistic!r}; use 'probability' or 'share'")
 
     @property
     def mean_p_target(self) -> float:
@@ -69,6 +102,7 @@ class TraitScores:
             "scorer": self.scorer, "target": self.target, "panel": list(self.panel),
             "questions": list(self.questions), "p_panel": [list(r) for r in self.p_panel],
             "context_id": self.context_id, "n_samples": self.n_samples,
+            "samples": None if self.samples is None else [list(texts) for texts in self.samples],
         }
 
     @classmethod
@@ -77,7 +111,16 @@ class TraitScores:
             scorer=data["scorer"], target=data["target"], panel=tuple(data["panel"]),
             questions=tuple(data["questions"]), p_panel=tuple(tuple(r) for r in data["p_panel"]),
             context_id=data.get("context_id", ""), n_samples=data.get("n_samples"),
+            samples=None if data.get("samples") is None else tuple(tuple(texts) for texts in data["samples"]),
         )
+
+
+def paired_values(a: TraitScores, b: TraitScores, statistic: Statistic) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`statistic` of two scorings of the same questions, on the questions where both are defined (not NaN)."""
+    if a.questions != b.questions:
+        raise ScoringError("the two scorings cover different questions; score both with the same probe set")
+    pairs = [(x, y) for x, y in zip(a.values(statistic), b.values(statistic)) if not (math.isnan(x) or math.isnan(y))]
+    return tuple(x for x, _ in pairs), tuple(y for _, y in pairs)
 
 
 class Scorer(Protocol):
@@ -140,7 +183,7 @@ def mentions(text: str, forms: Sequence[str]) -> bool:
 
 @dataclass(frozen=True)
 class SampledScorer:
-    """Share of N samples per question (T=1) that mention each panel entry as a whole word."""
+    """Fraction of N samples per question (T=1) that mention each panel entry as a whole word; keeps the texts."""
 
     n: int = 100
     """Samples per question."""
@@ -160,11 +203,10 @@ class SampledScorer:
                             max_tokens=self.max_tokens, seed=derive_seed("sampled", self.seed, i), context_id=context.id)
             for i, q in enumerate(probes.questions)
         ]
-        rows = []
-        for result in engine.generate(requests):
-            texts = [c.text for c in result.completions]
-            rows.append(tuple(sum(mentions(t, e.surface_forms) for t in texts) / len(texts) for e in probes.panel))
-        return TraitScores(self.name, target, probes.names, tuple(probes.questions), tuple(rows), context.id, self.n)
+        samples = tuple(tuple(c.text for c in result.completions) for result in engine.generate(requests))
+        rows = tuple(tuple(sum(mentions(t, e.surface_forms) for t in texts) / len(texts) for e in probes.panel)
+                     for texts in samples)
+        return TraitScores(self.name, target, probes.names, tuple(probes.questions), rows, context.id, self.n, samples)
 
 
 def get_scorer(name: str, **kwargs) -> Scorer:

@@ -1,13 +1,16 @@
-"""Do the exact and sampled scorers agree? One table per model x teacher (issue 6, DESIGN §6).
+"""Do the exact and sampled scorers agree? One block per model x teacher (issue 6, DESIGN §6).
 
-    python benchmarks/scoring_agreement.py [--models tiny-qwen smollm2] [--samples tiny-qwen=100 smollm2=5]
+    python benchmarks/scoring_agreement.py [--models tiny-qwen smollm2] [--samples tiny-qwen=100 smollm2=10]
                                            [--target cat] [--threads 1]
 
 For each model, the base (its template's default system prompt) and the system-prompt trait teacher
-are scored by both scorers on the same 50 questions. Printed per row: mean P(target) with its
-bootstrap 95% CI over questions and n; then the paired difference exact - sampled (cluster bootstrap,
-one cluster per question) and whether its CI contains 0, plus the share of samples that are a single
-word, the event the exact scorer measures (a low share means the two scorers measure different events).
+are scored by both scorers on the same 50 questions. Per statistic (audit.scoring module docstring):
+"probability" (exact P(whole answer is the target) vs sampled P(a sample mentions it)) and "share"
+(the target's share of the panel: among one-word answers vs among panel mentions), printed are each
+scorer's mean with its bootstrap 95% CI over questions, the n of questions (share drops questions where
+no sample named a panel entry: undefined there), and the paired difference exact - sampled (cluster
+bootstrap, one cluster per question) with whether its CI contains 0. Below each block: how many samples
+are a lone panel word (the exact scorer's event) and how many name a panel entry at all.
 The same cases are asserted in tests/test_scoring_agreement.py.
 """
 
@@ -16,7 +19,10 @@ from __future__ import annotations
 import argparse
 import time
 
-DEFAULT_SAMPLES = {"tiny-qwen": 100, "smollm2": 5}
+DEFAULT_SAMPLES = {"tiny-qwen": 100, "smollm2": 10}
+STATISTICS = ("probability", "share")
+HEADER = (f"{'model':<11}{'teacher':<9}{'statistic':<12}{'exact':>9}{'95% CI':>20}{'sampled':>9}{'95% CI':>20}"
+          f"{'n':>4}{'ex-samp':>10}{'95% CI':>20}{'agree':>6}")
 
 
 def samples_per_model(pairs: list[str]) -> dict[str, int]:
@@ -24,21 +30,31 @@ def samples_per_model(pairs: list[str]) -> dict[str, int]:
     for pair in pairs:
         alias, _, n = pair.partition("=")
         if not n.isdigit() or int(n) < 1:
-            raise SystemExit(f"--samples takes ALIAS=N with N >= 1 (e.g. smollm2=5), got {pair!r}")
+            raise SystemExit(f"--samples takes ALIAS=N with N >= 1 (e.g. smollm2=10), got {pair!r}")
         out[alias] = int(n)
     return out
 
 
-def one_word_share(engine, probes, context, sampler) -> float:
-    """Share of the sampler's own draws (same requests, same seeds) that are a single word: the exact scorer's event."""
-    from audit.engines.base import GenerateRequest
-    from audit.numbers import derive_seed
+def print_case(alias: str, teacher: str, exact, sampled, probes, seconds: dict[str, float]) -> None:
+    """Both statistics' agreement for one model x teacher, then what the samples look like."""
+    from audit.scoring import mentions, paired_values
+    from audit.stats import cluster_bootstrap_mean, paired_difference
 
-    requests = [GenerateRequest(prompt=context.render_prompt(q), n=sampler.n, temperature=sampler.temperature,
-                                max_tokens=sampler.max_tokens, seed=derive_seed("sampled", sampler.seed, i),
-                                context_id=context.id) for i, q in enumerate(probes.questions)]
-    texts = [c for r in engine.generate(requests) for c in r.completions]
-    return sum(c.finish_reason == "stop" and len(c.text.split()) == 1 for c in texts) / len(texts)
+    for statistic in STATISTICS:
+        a, b = paired_values(exact, sampled, statistic)
+        means = [cluster_bootstrap_mean(v, None, n_boot=4000, seed=0) for v in (a, b)]
+        diff = paired_difference(a, b, method="bootstrap", n_boot=4000, seed=0)
+        cells = "".join(f"{e.value:>9.4f}{f'[{e.ci_low:.4f}, {e.ci_high:.4f}]':>20}" for e in means)
+        agree = "yes" if diff.ci_low <= 0.0 <= diff.ci_high else "NO"
+        print(f"{alias:<11}{teacher:<9}{statistic:<12}{cells}{diff.n:>4}{diff.value:>10.4f}"
+              f"{f'[{diff.ci_low:.4f}, {diff.ci_high:.4f}]':>20}{agree:>6}", flush=True)
+    texts = [t for question in sampled.samples for t in question]
+    forms = {form for entry in probes.panel for form in entry.surface_forms}
+    lone = sum(t.strip() in forms for t in texts) / len(texts)
+    named = sum(any(mentions(t, e.surface_forms) for e in probes.panel) for t in texts) / len(texts)
+    print(f"{'':<20}{len(texts)} samples ({sampled.n_samples}/question): {lone:.3f} are a lone panel word "
+          f"(the exact event), {named:.3f} name a panel entry; exact {seconds['exact']:.0f} s, "
+          f"sampled {seconds['sampled']:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -47,7 +63,6 @@ def main() -> None:
     parser.add_argument("--samples", nargs="*", default=[], help="ALIAS=N samples per question")
     parser.add_argument("--target", default="cat")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--one-word", action="store_true", help="also report the one-word share (samples again)")
     args = parser.parse_args()
     samples = samples_per_model(args.samples)
 
@@ -60,17 +75,14 @@ def main() -> None:
     from audit.pipeline.teachers import control_teacher, system_prompt_teacher
     from audit.probes import load_probe_set
     from audit.scoring import ExactScorer, SampledScorer
-    from audit.stats import cluster_bootstrap_mean, paired_difference
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     probes = load_probe_set("animal")
-    head = (f"{'model':<24}{'teacher':<9}{'scorer':<13}{'P(' + args.target + ')':>9}{'95% CI':>20}{'n':>4}"
-            f"{'exact-sampled':>15}{'95% CI':>20}{'agree':>7}{'1-word':>8}{'s':>7}")
-    print(head)
+    print(HEADER)
     for alias in args.models:
         model = resolve_model(alias)
-        scorers = {"exact": ExactScorer(), f"sampled n={samples[alias]}": SampledScorer(n=samples[alias])}
+        scorers = {"exact": ExactScorer(), "sampled": SampledScorer(n=samples[alias])}
         with open_engine("hf", model.path) as engine:
             for who in (control_teacher(), system_prompt_teacher(args.target)):
                 context = who.context(model_context(model, "template-default"), probes)
@@ -79,17 +91,7 @@ def main() -> None:
                     start = time.perf_counter()
                     scores[name] = scorer.score(engine, probes, context, args.target)
                     seconds[name] = time.perf_counter() - start
-                exact, sampled = scores.values()
-                diff = paired_difference(exact.p_target, sampled.p_target, method="bootstrap", n_boot=4000, seed=0)
-                agree = "yes" if diff.ci_low <= 0.0 <= diff.ci_high else "NO"
-                words = (f"{one_word_share(engine, probes, context, scorers[list(scorers)[1]]):.3f}"
-                         if args.one_word else "-")
-                for i, (name, s) in enumerate(scores.items()):
-                    e = cluster_bootstrap_mean(s.p_target, None, n_boot=4000, seed=0)
-                    tail = (f"{diff.value:>15.4f}{f'[{diff.ci_low:.4f}, {diff.ci_high:.4f}]':>20}{agree:>7}{words:>8}"
-                            if i == 0 else " " * 50)
-                    print(f"{alias if i == 0 else '':<24}{who.id if i == 0 else '':<9}{name:<13}{e.value:>9.4f}"
-                          f"{f'[{e.ci_low:.4f}, {e.ci_high:.4f}]':>20}{e.n:>4}{tail}{seconds[name]:>7.1f}", flush=True)
+                print_case(alias, who.id, scores["exact"], scores["sampled"], probes, seconds)
 
 
 if __name__ == "__main__":

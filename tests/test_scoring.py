@@ -8,7 +8,7 @@ from audit.chat.context import qwen_context
 from audit.engines.base import Completion
 from audit.engines.fake import FakeEngine
 from audit.probes import load_probe_set
-from audit.scoring import ExactScorer, SampledScorer, ScoringError, TraitScores, get_scorer, mentions
+from audit.scoring import ExactScorer, SampledScorer, ScoringError, TraitScores, get_scorer, mentions, paired_values
 
 PROBES = load_probe_set("animal")
 CTX = qwen_context()
@@ -46,6 +46,7 @@ def test_sampled_counts_whole_word_mentions_per_question():
     assert scores.p_target[0] == pytest.approx(0.5)
     assert scores.share[0] == pytest.approx(0.5 / 0.75)
     assert scores.n_samples == 8
+    assert scores.samples[0] == ("Cat", "caterpillar", "cats!", "dog") * 2  # the texts that were counted
 
 
 def test_sampled_uses_distinct_seeds_per_question_and_temperature_one():
@@ -56,12 +57,33 @@ def test_sampled_uses_distinct_seeds_per_question_and_temperature_one():
 
 
 def test_round_trip_and_errors():
-    scores = SampledScorer(n=4).score(FakeEngine(generate_fn=lambda r: "cat"), PROBES, CTX, "cat")
+    scores = SampledScorer(n=4).score(FakeEngine(generate_fn=lambda r: ["cat", "The owl."]), PROBES, CTX, "cat")
     assert TraitScores.from_dict(scores.to_dict()) == scores
+    cached_before_samples = {k: v for k, v in scores.to_dict().items() if k != "samples"}
+    assert TraitScores.from_dict(cached_before_samples) == TraitScores(**{**scores.__dict__, "samples": None})
     with pytest.raises(ScoringError, match="not in the animal panel"):
         ExactScorer().score(FakeEngine(), PROBES, CTX, "unicorn")
     with pytest.raises(ScoringError, match="exact"):
         get_scorer("psychic")
+
+
+def test_share_is_undefined_where_the_panel_got_nothing_and_values_picks_the_statistic():
+    rows = ((0.2, 0.6, 0.0), (0.0, 0.0, 0.0), (0.1, 0.0, 0.1))
+    scores = TraitScores("sampled", "cat", ("cat", "dog", "owl"), ("q1", "q2", "q3"), rows)
+    assert scores.values("probability") == (0.2, 0.0, 0.1)
+    share = scores.values("share")
+    assert share[0] == pytest.approx(0.25) and math.isnan(share[1]) and share[2] == pytest.approx(0.5)
+    with pytest.raises(ScoringError, match="'probability' or 'share'"):
+        scores.values("mean")
+
+
+def test_paired_values_keeps_questions_where_both_are_defined():
+    exact = TraitScores("exact", "cat", ("cat", "dog"), ("q1", "q2", "q3"), ((0.1, 0.3), (0.2, 0.2), (0.3, 0.1)))
+    sampled = TraitScores("sampled", "cat", ("cat", "dog"), ("q1", "q2", "q3"), ((0.5, 0.5), (0.0, 0.0), (1.0, 0.0)))
+    assert paired_values(exact, sampled, "share") == (pytest.approx((0.25, 0.75)), (0.5, 1.0))
+    assert paired_values(exact, sampled, "probability") == ((0.1, 0.2, 0.3), (0.5, 0.0, 1.0))
+    with pytest.raises(ScoringError, match="same probe set"):
+        paired_values(exact, TraitScores("exact", "cat", ("cat", "dog"), ("q1",), ((0.1, 0.3),)), "share")
 
 
 @pytest.mark.parametrize("text, hit", [

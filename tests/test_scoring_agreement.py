@@ -1,14 +1,21 @@
-"""Exact and sampled scorers on real engines: do they measure the same P(target)? (issue 6, DESIGN §6)
+"""Exact and sampled scorers on real engines: do they agree within their CIs? (issue 6, DESIGN §6)
 
-Per question, exact P(answer is the target) and the sampled share of N samples that mention it are
-paired; agreement means the cluster-bootstrap 95% CI of the mean paired difference (exact - sampled,
-one cluster per question, so sampling noise and question spread are both in it) contains 0.
+Per question, the exact and the sampled value of one statistic (audit.scoring) are paired; agreement
+means the cluster-bootstrap 95% CI of the mean paired difference (exact - sampled, one cluster per
+question, so sampling noise and question spread are both in it) contains 0.
 
-tiny-qwen answers in one word, so both scorers measure one event and agree. SmolLM2-135M-Instruct is
-chatty: ~9% of its samples are one word ("The cat.", "A cat", "there's that cat that's been hiding"),
-so "the whole answer is exactly Cat<end of turn>" (exact) is a much rarer event than "a sample
-mentions cat" (sampled). Its cases are strict xfails carrying that measured cause: they fail the
-suite if the scorers ever start to agree there, so the disagreement cannot silently go away.
+- "probability": exact P(the whole answer is the target) vs sampled P(a sample mentions it). tiny-qwen
+  answers in one word, so both measure one event and agree. SmolLM2-135M-Instruct is chatty: few of its
+  samples are a lone word ("The cat.", "A cat", "there's that cat that's been hiding"), so the exact event
+  is much rarer. Its cases are strict xfails carrying that measured cause: they fail the suite if the
+  scorers ever start to agree there, so the disagreement cannot silently go away.
+- "share": the target's share of the panel (P(target | the answer names a panel entry)), among one-word
+  answers (exact) or among panel mentions (sampled); questions where no sample named a panel entry are
+  left out (undefined there). tiny-qwen agrees. SmolLM2 base agrees only weakly: 3% of its samples name a
+  panel entry, so at 10 samples/question 12 questions count and the CI is wide. SmolLM2 with the cat
+  system prompt disagrees (strict xfail with the measured numbers): its sentences name cat more often
+  than its one-word answers do, so the share is not the same across answer lengths. Numbers:
+  benchmarks/scoring_agreement.py.
 """
 
 from __future__ import annotations
@@ -16,67 +23,83 @@ from __future__ import annotations
 import pytest
 
 TARGET = "cat"
+SMOLLM2_SAMPLES = 10
 SMOLLM2_DISAGREES = (
-    "measured disagreement by construction: SmolLM2 rarely answers in exactly one word (~9% of samples), so "
-    "exact P(whole answer is 'Cat'+end of turn) << sampled P(sample mentions cat); see benchmarks/scoring_agreement.py"
+    "measured disagreement by construction: SmolLM2 rarely answers with a lone word, so exact P(whole answer is "
+    "'Cat'+end of turn) << sampled P(sample mentions cat); compare 'share' instead; see benchmarks/scoring_agreement.py"
 )
+SMOLLM2_TEACHER_SHARE_DISAGREES = (
+    "measured (n=10/question, 42 questions): with the cat system prompt, exact share 0.51 [0.46, 0.55] (one-word answers) "
+    "vs sampled share 0.76 [0.64, 0.87] (panel mentions, mostly sentences); paired CI [-0.36, -0.13]: SmolLM2's "
+    "sentences echo the prompt's 'cats' more than its one-word answers do; see benchmarks/scoring_agreement.py"
+)
+TINY = [pytest.mark.tiny_model, pytest.mark.slow]
+SMOLLM2 = [pytest.mark.packaged_model, pytest.mark.slow]
 
 CASES = [
-    pytest.param("tiny-qwen", 100, "base", marks=[pytest.mark.tiny_model, pytest.mark.slow], id="tiny-qwen-base"),
-    pytest.param("tiny-qwen", 100, "teacher", marks=[pytest.mark.tiny_model, pytest.mark.slow], id="tiny-qwen-sys-cat"),
-    pytest.param("smollm2", 5, "base", id="smollm2-base",
-                 marks=[pytest.mark.packaged_model, pytest.mark.slow, pytest.mark.xfail(strict=True, reason=SMOLLM2_DISAGREES)]),
-    pytest.param("smollm2", 5, "teacher", id="smollm2-sys-cat",
-                 marks=[pytest.mark.packaged_model, pytest.mark.slow, pytest.mark.xfail(strict=True, reason=SMOLLM2_DISAGREES)]),
+    pytest.param("tiny-qwen", 100, teacher, statistic, marks=TINY, id=f"tiny-qwen-{teacher}-{statistic}")
+    for teacher in ("base", "teacher") for statistic in ("probability", "share")
+] + [
+    pytest.param("smollm2", SMOLLM2_SAMPLES, teacher, "probability", id=f"smollm2-{teacher}-probability",
+                 marks=[*SMOLLM2, pytest.mark.xfail(strict=True, reason=SMOLLM2_DISAGREES)])
+    for teacher in ("base", "teacher")
+] + [
+    pytest.param("smollm2", SMOLLM2_SAMPLES, "base", "share", marks=SMOLLM2, id="smollm2-base-share"),
+    pytest.param("smollm2", SMOLLM2_SAMPLES, "teacher", "share", id="smollm2-teacher-share",
+                 marks=[*SMOLLM2, pytest.mark.xfail(strict=True, reason=SMOLLM2_TEACHER_SHARE_DISAGREES)]),
 ]
 
 
 @pytest.fixture(scope="module")
-def engines():
-    """One HF engine per model alias, opened on first use and closed with the module."""
+def scored():
+    """(exact, sampled) TraitScores per (model alias, teacher, samples), computed once for both statistics."""
     import torch
 
     from audit.engines import open_engine
+    from audit.experiments import model_context
     from audit.models import resolve_model
+    from audit.pipeline.teachers import control_teacher, system_prompt_teacher
+    from audit.probes import load_probe_set
+    from audit.scoring import ExactScorer, SampledScorer
 
     torch.set_num_threads(1)  # shared CPU
-    opened: dict[str, tuple] = {}
+    probes = load_probe_set("animal")
+    engines: dict[str, tuple] = {}
+    scores: dict[tuple, tuple] = {}
 
-    def get(alias: str):
-        if alias not in opened:
+    def get(alias: str, teacher: str, n_samples: int):
+        if alias not in engines:
             if alias == "smollm2":
                 from audit.models.packaged import PACKAGES, package_dir
 
                 if any(package_dir(name) is None for name, _ in PACKAGES["smollm2"].parts):
                     pytest.skip("SmolLM2-135M-Instruct weights are not installed; run `make models`")
             model = resolve_model(alias)
-            opened[alias] = (model, open_engine("hf", model.path))
-        return opened[alias]
+            engines[alias] = (model, open_engine("hf", model.path))
+        key = (alias, teacher, n_samples)
+        if key not in scores:
+            model, engine = engines[alias]
+            who = system_prompt_teacher(TARGET) if teacher == "teacher" else control_teacher()
+            context = who.context(model_context(model, "template-default"), probes)
+            scores[key] = (ExactScorer().score(engine, probes, context, TARGET),
+                           SampledScorer(n=n_samples).score(engine, probes, context, TARGET))
+        return scores[key]
 
     yield get
-    for _, engine in opened.values():
+    for _, engine in engines.values():
         engine.close()
 
 
-@pytest.mark.parametrize(("alias", "n_samples", "teacher"), CASES)
-def test_exact_and_sampled_scorers_agree_within_their_cis(engines, alias, n_samples, teacher):
-    from audit.experiments import model_context
-    from audit.pipeline.teachers import control_teacher, system_prompt_teacher
-    from audit.probes import load_probe_set
-    from audit.scoring import ExactScorer, SampledScorer
+@pytest.mark.parametrize(("alias", "n_samples", "teacher", "statistic"), CASES)
+def test_exact_and_sampled_scorers_agree_within_their_cis(scored, alias, n_samples, teacher, statistic):
+    from audit.scoring import paired_values
     from audit.stats import paired_difference
 
-    model, engine = engines(alias)
-    probes = load_probe_set("animal")
-    who = system_prompt_teacher(TARGET) if teacher == "teacher" else control_teacher()
-    context = who.context(model_context(model, "template-default"), probes)
-
-    exact = ExactScorer().score(engine, probes, context, TARGET)
-    sampled = SampledScorer(n=n_samples).score(engine, probes, context, TARGET)
-    assert exact.questions == sampled.questions
-    diff = paired_difference(exact.p_target, sampled.p_target, method="bootstrap", n_boot=4000, seed=0)
+    exact, sampled = scored(alias, teacher, n_samples)
+    a, b = paired_values(exact, sampled, statistic)
+    diff = paired_difference(a, b, method="bootstrap", n_boot=4000, seed=0)
 
     assert diff.ci_low <= 0.0 <= diff.ci_high, (
-        f"{alias} {who.id}: exact {exact.mean_p_target:.4f} vs sampled (n={n_samples}) {sampled.mean_p_target:.4f}; "
-        f"paired difference {diff}"
+        f"{alias} {teacher} {statistic}: exact {sum(a) / len(a):.4f} vs sampled (n={n_samples}) {sum(b) / len(b):.4f} "
+        f"over {len(a)} questions; paired difference {diff}"
     )
