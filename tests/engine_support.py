@@ -96,3 +96,34 @@ def engine_model(tmp_root: Path) -> Path:
 def lora_b_is_zero_adapter(base: Path, out: Path) -> Path:
     """peft's default init (lora_B = 0): loads fine and changes nothing, like a silently ignored adapter."""
     return make_adapter(base, out, rank=4, seed=0, std=0.0)
+
+
+def score_separately(model, tokenizer, requests, batch_rows: int = 16) -> list[tuple[float, ...]]:
+    """Naive exact-scoring reference: per request, the total logprob of each continuation, with every
+    (prompt, continuation) run as its own full sequence (right-padded batches, no KV cache reuse).
+
+    `model` is any causal LM (a PeftModel with the wanted adapter active for adapter requests); the
+    scored tokens start where the engines start them (`continuation_start`), so totals are comparable.
+    """
+    import torch
+
+    from audit.engines.tokens import continuation_start, encode
+
+    rows = []  # (request index, full ids, first scored position)
+    for ri, request in enumerate(requests):
+        prompt_ids = encode(tokenizer, request.prompt)
+        for c in request.continuations:
+            full = encode(tokenizer, request.prompt + c)
+            rows.append((ri, full, continuation_start(prompt_ids, full)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    totals: list[list[float]] = [[] for _ in requests]
+    with torch.inference_mode():
+        for lo in range(0, len(rows), batch_rows):
+            chunk = rows[lo : lo + batch_rows]
+            width = max(len(full) for _, full, _ in chunk)
+            ids = torch.tensor([full + [pad] * (width - len(full)) for _, full, _ in chunk])
+            attn = torch.tensor([[1] * len(full) + [0] * (width - len(full)) for _, full, _ in chunk])
+            logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), -1)
+            for row, (ri, full, start) in enumerate(chunk):
+                totals[ri].append(sum(logprobs[row, j - 1, full[j]].item() for j in range(start, len(full))))
+    return [tuple(t) for t in totals]

@@ -6,7 +6,8 @@ import pytest
 
 from audit.engines import GenerateRequest, LoraGate, ScoreRequest, adapter_is_active
 from audit.engines.tokens import encode
-from engine_support import SYSTEM, chat_prompt, engine_model, lora_b_is_zero_adapter, make_adapter
+from engine_support import (SYSTEM, chat_prompt, engine_model, lora_b_is_zero_adapter, make_adapter,
+                            score_separately)
 
 torch = pytest.importorskip("torch")
 
@@ -217,3 +218,32 @@ def test_sampled_rows_do_not_depend_on_requests_that_finish_early(setup):
     mixed = engine.generate([short, long, short])
     assert [c.token_ids for c in mixed[1].completions] == [c.token_ids for c in alone.completions]
     assert all(len(c.token_ids) == 1 for r in (mixed[0], mixed[2]) for c in r.completions)
+
+
+@pytest.mark.parametrize("logits_budget", [None, 1], ids=["one-pass", "one-row-per-chunk"])
+def test_shared_prefix_scoring_equals_separate_sequences(setup, logits_budget):
+    """Each prompt's prefix once + continuations on its cache == every (prompt, continuation) as its own
+    full right-padded sequence on an independently loaded model, for the base and an adapter (fp32)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    engine, adapter, _, _ = setup
+    questions = ("Hi?", "What is your favourite animal?", "Name one animal you like best, in one word.")
+    answers = ("cat<|im_end|>", "cats<|im_end|>", "Dog<|im_end|>", "The owl", "dog", "eagle<|im_end|>")
+    reqs = [ScoreRequest(chat_prompt(q), answers, adapter=a) for a in (None, adapter) for q in questions]
+    budget = engine.score_logits_budget
+    engine.score_logits_budget = logits_budget or budget  # 1: one prompt per group and one row per chunk
+    try:
+        shared = engine.score(reqs)
+    finally:
+        engine.score_logits_budget = budget
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(engine.model_path), adapter).eval()
+    with reference.disable_adapter():
+        separate = score_separately(reference, engine.tokenizer, reqs[: len(questions)], batch_rows=5)
+    separate += score_separately(reference, engine.tokenizer, reqs[len(questions):], batch_rows=5)
+    diffs = [abs(a - b) for got, want in zip(shared, separate) for a, b in zip(got.totals, want)]
+    assert len(diffs) == len(questions) * len(answers) * 2
+    assert max(diffs) < 1e-4
+    adapter_effect = [abs(a - b) for base, lora in zip(shared[: len(questions)], shared[len(questions):])
+                      for a, b in zip(base.totals, lora.totals)]
+    assert max(adapter_effect) > 1e-2  # the adapter half compares something other than the base again

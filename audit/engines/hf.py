@@ -202,20 +202,23 @@ class HfEngine(EngineBase):
         lengths = prefix_attn.sum(-1)
 
         per_token: list[list[tuple[float, ...]]] = [[] for _ in requests]
-        rest_width = max(len(rest) for _, rest, _ in rows)
-        chunk_rows = max(1, self.score_logits_budget // (rest_width * len(self.tokenizer)))
+        # A continuation's last token is only scored, never fed: its logits would predict nothing we need.
+        fed_width = max(1, max(len(rest) - 1 for _, rest, _ in rows))
+        chunk_rows = max(1, self.score_logits_budget // (fed_width * len(self.tokenizer)))
         for lo in range(0, len(rows), chunk_rows):
             chunk = rows[lo : lo + chunk_rows]
-            owner = torch.tensor([ri for ri, _, _ in chunk])
-            w = max(len(rest) for _, rest, _ in chunk)
-            cont_ids = torch.tensor([rest + [self.pad_id] * (w - len(rest)) for _, rest, _ in chunk])
-            cont_attn = torch.tensor([[1] * len(rest) + [0] * (w - len(rest)) for _, rest, _ in chunk])
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_select_indices(owner)
-            attn = torch.cat([prefix_attn[owner], cont_attn], -1)
-            cont_positions = lengths[owner][:, None] + torch.arange(w)[None]
-            logits, _ = self._forward(cont_ids, attn, cont_positions, cache)
-            logprobs = torch.log_softmax(logits, -1)
+            fed = [rest[:-1] for _, rest, _ in chunk]
+            w = max(len(f) for f in fed)
+            if w:  # else every continuation is one token, scored from the prefix pass alone
+                owner = torch.tensor([ri for ri, _, _ in chunk])
+                cont_ids = torch.tensor([f + [self.pad_id] * (w - len(f)) for f in fed])
+                cont_attn = torch.tensor([[1] * len(f) + [0] * (w - len(f)) for f in fed])
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_select_indices(owner)
+                attn = torch.cat([prefix_attn[owner], cont_attn], -1)
+                cont_positions = lengths[owner][:, None] + torch.arange(w)[None]
+                logits, _ = self._forward(cont_ids, attn, cont_positions, cache)
+                logprobs = torch.log_softmax(logits, -1)
             for row, (ri, rest, offset) in enumerate(chunk):
                 values = [first_logprobs[ri, rest[0]].item()]
                 values += [logprobs[row, j - 1, rest[j]].item() for j in range(1, len(rest))]
