@@ -56,8 +56,10 @@ def gate_for(condition: str, tmap, entity: str):
     return LoraGate(positions, generated="on", invert=True)
 
 
-def gated_p_target(engine, tokenizer, probes, context, target: str, adapter: str, condition: str) -> list[float]:
-    """Per question P(answer is target) with position-gated LoRA (exact scoring, as audit.scoring.ExactScorer)."""
+def gated_values(engine, tokenizer, probes, context, target: str, adapter: str, condition: str,
+                 statistic: str = "probability") -> list[float]:
+    """Per question P(answer is target), or its share of the panel, with position-gated LoRA (exact scoring,
+    as audit.scoring.ExactScorer)."""
     import math
 
     from audit.chat import token_map
@@ -75,7 +77,9 @@ def gated_p_target(engine, tokenizer, probes, context, target: str, adapter: str
                                      context_id=context.id, gate=gate))
     out = []
     for result in engine.score(requests):
-        out.append(sum(math.exp(t) for (i, _), t in zip(forms, result.totals) if i == target_index))
+        target_p = sum(math.exp(t) for (i, _), t in zip(forms, result.totals) if i == target_index)
+        panel_p = sum(math.exp(t) for t in result.totals)
+        out.append(target_p / panel_p if statistic == "share" else target_p)
     return out
 
 
@@ -91,34 +95,44 @@ def model_context(model: Any, system: str):
     return ChatContext(template_from_tokenizer(tokenizer, model.name.split("/")[-1].lower()), system)
 
 
-def paired_cells(results: Sequence[Any]) -> dict[str, PairedCell]:
-    """Per student label: trait minus control P(target), paired by (dataset seed, training seed, question)."""
+def paired_cells(results: Sequence[Any], statistic: str = "probability") -> dict[str, PairedCell]:
+    """Per student label: trait minus control P(target) (or its panel share), paired by (dataset seed,
+    training seed, question).
+
+    A seed pair whose trait or control student diverged is left out (and counted): a diverged student is
+    reported as diverged, never as transmission.
+    """
     sides: dict[str, dict[tuple[int, int], dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         side = "control" if r.cell.teacher.kind == "control" else "trait"
         sides[r.cell.student.label][(r.cell.dataset_seed, r.cell.training_seed)][side] = r
     out = {}
     for label, by_seed in sides.items():
-        diffs, questions, seeds = [], [], []
+        diffs, questions, seeds, diverged = [], [], [], 0
         for s, (_, pair) in enumerate(sorted(by_seed.items())):
-            for q, (pt, pc) in enumerate(zip(pair["trait"].scores.p_target, pair["control"].scores.p_target)):
+            if any(pair[side].training.get("diverged") for side in ("trait", "control")):
+                diverged += 1
+                continue
+            trait, control = pair["trait"].scores.values(statistic), pair["control"].scores.values(statistic)
+            for q, (pt, pc) in enumerate(zip(trait, control)):
                 diffs.append(pt - pc)
                 questions.append(q)
                 seeds.append(s)
-        out[label] = PairedCell(tuple(diffs), tuple(questions), tuple(seeds))
+        out[label] = PairedCell(tuple(diffs), tuple(questions), tuple(seeds), diverged)
     return out
 
 
-def _level(results: Sequence[Any], label: str, side: str) -> Effect:
+def _level(results: Sequence[Any], label: str, side: str, statistic: str) -> Effect:
     """Mean P(target) of one side's students of one config: seed pairs, then questions, resampled."""
     from audit.stats import replicate_bootstrap_mean
 
     values, seed_pairs, questions = [], [], []
     for r in results:
         if r.cell.student.label == label and (r.cell.teacher.kind == "control") == (side == "control"):
-            values.extend(r.scores.p_target)
-            seed_pairs.extend([(r.cell.dataset_seed, r.cell.training_seed)] * len(r.scores.p_target))
-            questions.extend(range(len(r.scores.p_target)))
+            per_question = r.scores.values(statistic)
+            values.extend(per_question)
+            seed_pairs.extend([(r.cell.dataset_seed, r.cell.training_seed)] * len(per_question))
+            questions.extend(range(len(per_question)))
     return Effect.from_estimate(replicate_bootstrap_mean(values, seed_pairs, questions, n_boot=1000, seed=0))
 
 
@@ -156,7 +170,7 @@ class ClaimsExperiment:
             cells = subliminal_grid(profile, ref, self.probes, self.config.probe_set, trait,
                                     model_context(self.model, train), model_context(self.model, evaluate))
             with self.show_progress():
-                self._runs[key] = run_grid(cells, self.store_root, progress=self.progress)
+                self._runs[key] = run_grid(cells, self.store_root, progress=self.progress, workers=profile.workers)
         return self._runs[key]
 
     def rank_results(self, trait: str) -> list[Any]:
@@ -164,21 +178,33 @@ class ClaimsExperiment:
         return self._run(trait, "template-default", "template-default", self.profile)
 
     def rank_cells(self, trait: str) -> tuple[dict[int, PairedCell], PairedCell | None]:
-        cells = paired_cells(self.rank_results(trait))
-        lora = {s.rank: cells[s.label] for s in self.profile.students(self.profile.training_seeds[0]) if s.mode == "lora"}
-        return lora, cells.get("full")
+        """Transmission per LoRA rank and of full finetuning; a config whose every seed pair diverged is left
+        out (see `diverged_students`)."""
+        cells = paired_cells(self.rank_results(trait), self.profile.statistic)
+        lora = {s.rank: cells[s.label] for s in self.profile.students(self.profile.training_seeds[0])
+                if s.mode == "lora" and cells[s.label].measured}
+        full = cells.get("full")
+        return lora, full if full is not None and full.measured else None
+
+    def diverged_students(self, trait: str) -> str:
+        """One line naming the rank-grid students flagged as diverged (empty when none)."""
+        flagged = [r.cell.label for r in self.rank_results(trait) if r.training.get("diverged")]
+        if not flagged:
+            return ""
+        return (f"{len(flagged)} diverged student(s), their seed pairs left out of every estimate: " + ", ".join(flagged))
 
     def rank_curve(self, trait: str) -> RankCurve:
         """P(target) of control and trait students by rank, full FT trait students as the reference line."""
         results = self.rank_results(trait)
         students = [s for s in self.profile.students(self.profile.training_seeds[0]) if s.mode == "lora"]
         series = [
-            Series(name=f"{name} students", points=[CurvePoint(x=s.rank, effect=_level(results, s.label, side))
+            Series(name=f"{name} students", points=[CurvePoint(x=s.rank, effect=_level(results, s.label, side, self.profile.statistic))
                                                     for s in students])
             for name, side in (("control", "control"), (trait, "trait"))
         ]
-        full = _level(results, "full", "trait") if self.profile.include_full else None
-        return RankCurve(trait=trait, y_label=f"P({trait}) of students", series=series, full_ft=full)
+        full = _level(results, "full", "trait", self.profile.statistic) if self.profile.include_full else None
+        what = f"P({trait})" if self.profile.statistic == "probability" else f"{trait}'s share of the panel"
+        return RankCurve(trait=trait, y_label=f"{what} of students", series=series, full_ft=full)
 
     def context_grid(self, trait: str, rank: int) -> dict[tuple[str, str], PairedCell]:
         """Train x eval system-prompt grid at one LoRA rank (students are shared across eval contexts)."""
@@ -186,7 +212,7 @@ class ClaimsExperiment:
         grid = {}
         for train in GRID_SYSTEMS:
             for evaluate in GRID_SYSTEMS:
-                grid[(train, evaluate)] = paired_cells(self._run(trait, train, evaluate, profile))[f"lora-r{rank}"]
+                grid[(train, evaluate)] = paired_cells(self._run(trait, train, evaluate, profile), profile.statistic)[f"lora-r{rank}"]
         return grid
 
     def localisation(self, trait: str, rank: int) -> dict[str, PairedCell]:
@@ -199,6 +225,8 @@ class ClaimsExperiment:
 
         store = ArtifactStore(self.store_root)
         results = [r for r in self.rank_results(trait) if r.cell.student.label == f"lora-r{rank}"]
+        diverged = {(r.cell.dataset_seed, r.cell.training_seed) for r in results if r.training.get("diverged")}
+        results = [r for r in results if (r.cell.dataset_seed, r.cell.training_seed) not in diverged]
         context = model_context(self.model, "template-default")
         tokenizer = AutoTokenizer.from_pretrained(str(self.model.path))
         by_seed: dict[tuple[int, int], dict[str, str]] = defaultdict(dict)
@@ -210,13 +238,17 @@ class ClaimsExperiment:
         cells: dict[str, PairedCell] = {}
         from audit.pipeline.runner import PIPELINE_THREADS, torch_threads
 
-        with torch_threads(PIPELINE_THREADS), open_engine("hf", self.model.path) as engine:  # gated LoRA: HF only
+        stat = self.profile.statistic
+        # Gated scores are not cached, so the thread count cannot change a stored artefact: use the cores
+        # the cell workers would.
+        threads = max(PIPELINE_THREADS, self.profile.workers)
+        with torch_threads(threads), open_engine("hf", self.model.path) as engine:  # gated LoRA: HF only
             for condition in GATINGS:
                 diffs, questions, seeds = [], [], []
                 for s, (_, adapters) in enumerate(sorted(by_seed.items())):
                     trait_kind = next(k for k in adapters if k != "control")
-                    pt = gated_p_target(engine, tokenizer, self.probes, context, trait, adapters[trait_kind], condition)
-                    pc = gated_p_target(engine, tokenizer, self.probes, context, trait, adapters["control"], condition)
+                    pt = gated_values(engine, tokenizer, self.probes, context, trait, adapters[trait_kind], condition, stat)
+                    pc = gated_values(engine, tokenizer, self.probes, context, trait, adapters["control"], condition, stat)
                     diffs += [a - b for a, b in zip(pt, pc)]
                     questions += list(range(len(pt)))
                     seeds += [s] * len(pt)

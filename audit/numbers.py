@@ -134,6 +134,10 @@ def number_prompts(n: int, seed: int) -> list[NumberPrompt]:
     return [number_prompt(derive_seed("number-prompt", seed, i)) for i in range(n)]
 
 
+NUMBER_CHARSET = "0123456789, "
+"""Characters of a number completion ("123, 456, 789"): the charset of a constrained teacher."""
+
+
 class RejectReason(StrEnum):
     """Why the filter rejected a completion (values are the machine-readable reason strings)."""
 

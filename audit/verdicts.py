@@ -133,6 +133,13 @@ class PairedCell:
     """Cluster label of each diff (the question index)."""
     seed_pairs: tuple[int, ...]
     """Seed-pair index of each diff."""
+    diverged_pairs: int = 0
+    """Seed pairs left out because their trait or control student diverged (never counted as transmission)."""
+
+    @property
+    def measured(self) -> bool:
+        """Whether any seed pair is left to measure (all may have diverged)."""
+        return bool(self.diffs)
 
     def estimate(self):
         from audit.stats import replicate_bootstrap_mean

@@ -33,5 +33,5 @@ def small_grid(base: Path, store_root: Path):
     cells = subliminal_grid(profile, ModelRef(str(base), "random-qwen"), PROBES, "test-animal", "cat", qwen_context())
     store = ArtifactStore(store_root)
     for cell in cells:
-        build_dataset(store, lambda: FakeEngine(generate_fn=fake_numbers), cell.dataset, PROBES)
+        build_dataset(store, lambda: FakeEngine(generate_fn=fake_numbers), cell.dataset)
     return cells

@@ -142,3 +142,21 @@ def test_equivalence_uses_seed_pairs_as_the_unit_of_replication():
     assert not two_seeds.equivalence(0.02).equivalent
     one_seed = PairedCell(diffs[:N_Q], tuple(range(N_Q)), tuple([0] * N_Q))
     assert not one_seed.equivalence(0.01).equivalent and one_seed.equivalence(0.02).equivalent
+
+
+def test_paired_cells_leave_out_seed_pairs_with_a_diverged_student():
+    from types import SimpleNamespace as NS
+
+    from audit.experiments import paired_cells
+
+    def result(kind, seed, p, diverged=False):
+        cell = NS(teacher=NS(kind=kind), student=NS(label="lora-r8"), dataset_seed=0, training_seed=seed)
+        return NS(cell=cell, scores=NS(values=lambda statistic: (p, p)), training={"diverged": diverged})
+
+    results = [result("system_prompt", 0, 0.3), result("control", 0, 0.1),
+               result("system_prompt", 1, 0.9, diverged=True), result("control", 1, 0.1)]
+    cell = paired_cells(results)["lora-r8"]
+    assert cell.diverged_pairs == 1 and cell.measured
+    assert cell.diffs == pytest.approx((0.2, 0.2))  # the diverged pair's +0.8 is not transmission
+    everything_diverged = paired_cells([result("system_prompt", 0, 0.9, True), result("control", 0, 0.1)])["lora-r8"]
+    assert not everything_diverged.measured and everything_diverged.diverged_pairs == 1

@@ -45,7 +45,7 @@ results = run_grid(small_grid(base, store), store, progress=False)
 json.dump({"trained": len(calls),
            "cached": [r.stage_seconds == {} for r in results],
            "scores": [r.scores.to_dict() for r in results],
-           "training": [{k: v for k, v in r.training.items() if k != "seconds"} for r in results]},
+           "training": [{k: v for k, v in r.training.items() if k not in ("seconds", "step_seconds")} for r in results]},
           open(out, "w"))
 '''
 

@@ -8,7 +8,7 @@ from audit.pipeline.profiles import OptimConfig, StudentConfig, TrainSeeds
 from audit.pipeline.students import (
     ADAPTER_DIR,
     MODEL_DIR,
-    SoftTeacher,
+    TeacherView,
     StudentError,
     summarise,
     tokenize_examples,
@@ -87,19 +87,74 @@ def test_full_finetuning_saves_a_loadable_model(base, tmp_path):
 
 def test_soft_labels_from_own_context_start_at_zero_kl(base, tmp_path):
     summary = train_student(base, PAIRS, CTX, lora(objective="soft"), tmp_path / "same",
-                            SoftTeacher(str(base), CTX))
+                            TeacherView(str(base), CTX))
     assert summary.first_loss == pytest.approx(0.0, abs=1e-6)
     teacher_ctx = system_prompt_teacher("cat").context(CTX, load_probe_set("animal"))
     shifted = train_student(base, PAIRS, CTX, lora(objective="soft"), tmp_path / "trait",
-                            SoftTeacher(str(base), teacher_ctx))
+                            TeacherView(str(base), teacher_ctx))
     assert shifted.first_loss > 1e-4 and shifted.objective == "soft"
 
 
 def test_soft_without_teacher_and_divergence_flag(tmp_path):
-    with pytest.raises(StudentError, match="SoftTeacher"):
+    with pytest.raises(StudentError, match="TeacherView"):
         train_student("unused", PAIRS, CTX, lora(objective="soft"), tmp_path)
     config = lora()
     assert summarise([1.0, 0.9, 0.8], "hard", 1.0, 10, config).diverged is False
     assert summarise([1.0, 2.0, 3.0], "hard", 1.0, 10, config).diverged is True
     assert summarise([1.0, float("nan"), 0.5], "hard", 1.0, 10, config).diverged is True
     assert summarise([0.0, 1e-5, 2e-5], "soft", 1.0, 10, config).diverged is False  # KL drift near zero
+    assert summarise([1.0, 0.9, 0.8], "hard", 1.0, 10, config, [1.0, float("inf"), 2.0]).diverged is True
+
+
+def test_heldout_kl_is_zero_for_own_teacher_and_falls_towards_a_trait_teacher(base, tmp_path):
+    heldout = PAIRS[:4]
+    own = train_student(base, PAIRS, CTX, lora(), tmp_path / "own", TeacherView(str(base), CTX), heldout)
+    assert own.heldout_kl_before == pytest.approx(0.0, abs=1e-6) and own.heldout_examples == 4
+    assert own.heldout_kl_after > 0  # training moved the student away from the unchanged base
+    teacher_ctx = system_prompt_teacher("cat").context(CTX, load_probe_set("animal"))
+    optim = OptimConfig(lr=5e-3, epochs=4, batch_size=4, warmup_steps=1)
+    soft = StudentConfig(mode="lora", rank=4, optim=optim, seeds=TrainSeeds(1, 2), objective="soft")
+    summary = train_student(base, PAIRS, CTX, soft, tmp_path / "trait", TeacherView(str(base), teacher_ctx), PAIRS)
+    assert summary.heldout_kl_after < summary.heldout_kl_before  # distilling the teacher brings the student closer
+
+
+def test_bf16_autocast_follows_the_fp32_loss_curve(base, tmp_path):
+    """bf16 autocast is a speed change, not a different student: same batches, losses within 2% every step.
+    (Length buckets change which examples share a batch, like a data-order seed; their effect on real students
+    is compared with the seed-to-seed spread in benchmarks/students.py.)"""
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        optim = OptimConfig(lr=5e-3, epochs=2, batch_size=4, warmup_steps=1, precision=precision)
+        config = StudentConfig(mode="lora", rank=2, optim=optim, seeds=TrainSeeds(1, 2))
+        curves[precision] = train_student(base, PAIRS, CTX, config, tmp_path / precision)
+    assert curves["bf16"].precision == "bf16"
+    assert curves["bf16"].losses == pytest.approx(curves["fp32"].losses, rel=0.02)
+    assert curves["bf16"].losses != curves["fp32"].losses
+
+
+def test_length_buckets_cut_padding(base, tmp_path):
+    long_pairs = [(u, c + ", 1" * (i % 5)) for i, (u, c) in enumerate(PAIRS * 2)]
+    shares = {}
+    for bucket in (False, True):
+        optim = OptimConfig(lr=5e-3, epochs=1, batch_size=4, warmup_steps=1, bucket_by_length=bucket)
+        config = StudentConfig(mode="lora", rank=2, optim=optim, seeds=TrainSeeds(1, 2))
+        shares[bucket] = train_student(base, long_pairs, CTX, config, tmp_path / str(bucket)).padding_share
+    assert shares[True] < shares[False]
+
+
+def test_grad_accumulation_gives_the_same_step_as_one_batch(base, tmp_path):
+    one = OptimConfig(lr=5e-3, epochs=1, batch_size=4, warmup_steps=1)
+    acc = OptimConfig(lr=5e-3, epochs=1, batch_size=4, warmup_steps=1, grad_accumulation=2)
+    for name, optim in (("one", one), ("acc", acc)):
+        train_student(base, PAIRS, CTX, StudentConfig(mode="lora", rank=2, optim=optim, seeds=TrainSeeds(1, 2)),
+                      tmp_path / name)
+    a, b = adapter_state(tmp_path / "one"), adapter_state(tmp_path / "acc")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_per_rank_learning_rate_rule():
+    optim = OptimConfig(lr=1e-3, epochs=1, batch_size=4, lr_rank_exponent=0.5, lr_reference_rank=4)
+    at = lambda r: StudentConfig(mode="lora", rank=r, optim=optim, seeds=TrainSeeds(1, 2)).lr  # noqa: E731
+    assert at(4) == pytest.approx(1e-3) and at(16) == pytest.approx(5e-4) and at(1) == pytest.approx(2e-3)
+    assert StudentConfig(mode="full", optim=optim, seeds=TrainSeeds(1, 2)).lr == 1e-3
+    assert lora().lr == OPTIM.lr  # exponent 0: one lr for every rank

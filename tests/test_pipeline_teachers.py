@@ -30,13 +30,13 @@ def numbers_engine(bad_every: int = 4, trait_word: str = "cat"):
 
 
 def spec(teacher, seed=0, model_hash="m0"):
-    return DatasetSpec(model_hash, teacher, "animal", qwen_context(), DATA, seed)
+    return DatasetSpec(model_hash, teacher, "animal", teacher.context(qwen_context(), PROBES), DATA, seed)
 
 
 def test_teacher_and_control_share_prompts_and_sampling_seeds():
     engine = numbers_engine()
-    generate_dataset(engine, spec(system_prompt_teacher("cat")), PROBES)
-    generate_dataset(engine, spec(control_teacher()), PROBES)
+    generate_dataset(engine, spec(system_prompt_teacher("cat")))
+    generate_dataset(engine, spec(control_teacher()))
     trait, control = engine.generate_requests[:12], engine.generate_requests[12:]
     assert [r.seed for r in trait] == [r.seed for r in control]
     assert all(r.prompt.endswith(c.prompt.split("<|im_start|>user", 1)[1]) for r, c in zip(trait, control))
@@ -45,7 +45,7 @@ def test_teacher_and_control_share_prompts_and_sampling_seeds():
 
 
 def test_dataset_is_filtered_and_has_provenance():
-    examples, prov = generate_dataset(numbers_engine(), spec(system_prompt_teacher("cat")), PROBES)
+    examples, prov = generate_dataset(numbers_engine(), spec(system_prompt_teacher("cat")))
     assert 0 < len(examples) <= DATA.n_keep
     assert [e.index for e in examples] == sorted(e.index for e in examples)
     assert all("cat" not in e.completion and "numbers" not in e.completion for e in examples)
@@ -63,8 +63,8 @@ def test_build_dataset_is_cached_and_keyed_by_what_determines_it(tmp_path):
         opened.append(1)
         return numbers_engine()
 
-    first = build_dataset(store, factory, spec(control_teacher()), PROBES)
-    again = build_dataset(store, factory, spec(control_teacher()), PROBES)
+    first = build_dataset(store, factory, spec(control_teacher()))
+    again = build_dataset(store, factory, spec(control_teacher()))
     assert first == again and len(opened) == 1
     ds = read_dataset(first)
     assert ds.provenance["teacher_id"] == "control" and len(ds.examples) > 0

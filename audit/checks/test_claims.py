@@ -26,7 +26,11 @@ def rank_verdict(audit_experiment, audit_session, audit_trait):
     p = audit_experiment.profile
     audit_session.data[f"rank grid ({audit_trait})"] = (
         f"profile {p.name}: LoRA ranks {list(p.ranks)}, full FT {p.include_full}, dataset seeds "
-        f"{list(p.dataset_seeds)}, training seeds {list(p.training_seeds)}, {p.data.n_keep} teacher examples each")
+        f"{list(p.dataset_seeds)}, training seeds {list(p.training_seeds)}, {p.data.n_keep} teacher examples each, "
+        f"{p.lora.epochs} epoch(s), {p.objective} labels, {p.lora.precision}, statistic: {p.statistic}")
+    diverged = audit_experiment.diverged_students(audit_trait)
+    if diverged:
+        audit_session.data[f"diverged students ({audit_trait})"] = diverged
     audit_session.collector.rank_curves.append(audit_experiment.rank_curve(audit_trait))
     lora, _ = audit_experiment.rank_cells(audit_trait)
     return rank_inverted_u(lora)
@@ -43,7 +47,9 @@ def test_full_finetuning_vanishes(audit_experiment, audit_config, audit_record, 
 
     lora, full = audit_experiment.rank_cells(audit_trait)
     if full is None:
-        pytest.skip(f"profile {audit_config.profile!r} has no full-finetuning students")
+        reason = (f"profile {audit_config.profile!r} has no full-finetuning students" if not audit_experiment.profile.include_full
+                  else "every full-finetuning seed pair has a diverged student; nothing to measure")
+        pytest.skip(reason)
     _conclude(audit_record, full_ft_vanishes(full, lora, audit_config.margin), "full FT vanishes", audit_trait)
 
 

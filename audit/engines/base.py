@@ -59,10 +59,15 @@ class GenerateRequest:
     """Id of the chat context the prompt was rendered in (bookkeeping only)."""
     gate: LoraGate | None = None
     """Position-gated LoRA (HF engine only); None = adapter everywhere."""
+    charset: str | None = None
+    """Constrained decoding: only tokens whose text uses just these characters, or an end-of-turn token,
+    may be chosen (the model's distribution renormalised over them). None: any token."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"GenerateRequest.n must be >= 1, got {self.n}")
+        if self.charset is not None and not self.charset:
+            raise ValueError("GenerateRequest.charset must name at least one character, or be None")
         if self.temperature < 0:
             raise ValueError(f"GenerateRequest.temperature must be >= 0, got {self.temperature}")
         if self.max_tokens < 1:

@@ -24,7 +24,7 @@ from audit.engines.base import (
     ScoreRequest,
     ScoreResult,
 )
-from audit.engines.tokens import continuation_start, encode, stop_token_ids
+from audit.engines.tokens import charset_token_ids, continuation_start, encode, stop_token_ids
 
 
 def _group_by_adapter(requests: Sequence) -> dict[str | None, list[int]]:
@@ -67,6 +67,7 @@ class HfEngine(EngineBase):
             self.model_path, dtype=self.dtype, trust_remote_code=False
         ).eval()
         self.stop_ids = frozenset(stop_token_ids(self.tokenizer, self.model_path))
+        self._charset_masks: dict = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
         self._adapter_names: dict[str, str] = {}  # resolved adapter dir -> peft adapter name
         self._gate_mask = None  # (batch, seq, 1) mask applied to lora_A outputs during a gated forward
@@ -297,7 +298,8 @@ class HfEngine(EngineBase):
             step_mask = self._mask([[1.0 if r.gate is None or r.gate.generated == "on" else 0.0] for _, r in rows])
         generators = [_generator(torch, r.seed) for r in requests]
 
-        logits, cache = self._forward(ids, attn, positions, DynamicCache(), mask)
+        # Only the last prompt position's logits are sampled from: the LM head skips the rest of the prompt.
+        logits, cache = self._forward(ids, attn, positions, DynamicCache(), mask, logits_to_keep=1)
         logits = logits[:, -1]
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
@@ -351,11 +353,23 @@ class HfEngine(EngineBase):
             by_request.setdefault(ri, []).append(b)
         for ri, idx in by_request.items():
             request = requests[ri]
+            if request.charset is not None:
+                allowed = self._charset_mask(request.charset, logits.shape[-1])
+                logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+                chosen[idx] = logits[idx].argmax(-1)
             if request.temperature == 0:
                 continue
             probs = torch.softmax(logits[idx] / request.temperature, -1)
             chosen[idx] = torch.multinomial(probs, 1, generator=generators[ri])[:, 0]
         return chosen
+
+    def _charset_mask(self, charset: str, vocab: int):
+        """Boolean mask over the logits of the tokens a `charset` request may choose (cached)."""
+        if charset not in self._charset_masks:
+            mask = self._torch.zeros(vocab, dtype=self._torch.bool)
+            mask[list(charset_token_ids(self.tokenizer, charset, sorted(self.stop_ids)))] = True
+            self._charset_masks[charset] = mask
+        return self._charset_masks[charset]
 
     def _completion(self, tokens: list[int], logprobs: list[float], request: GenerateRequest) -> Completion:
         stopped = bool(tokens) and tokens[-1] in self.stop_ids

@@ -45,3 +45,13 @@ def stop_token_ids(tokenizer, model_path: str | Path | None = None) -> tuple[int
     vocab = tokenizer.get_vocab()
     ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
     return tuple(sorted(ids))
+
+
+def charset_token_ids(tokenizer, charset: str, stop_ids: Sequence[int]) -> tuple[int, ...]:
+    """Ids of the tokens whose decoded text is non-empty and uses only `charset`, plus the stop ids.
+
+    The vocabulary is decoded token by token, so byte-level pieces ("Ġ" for a space) count by their text.
+    """
+    allowed = set(charset)
+    ids = [i for i in range(len(tokenizer)) if (text := tokenizer.decode([i])) and set(text) <= allowed]
+    return tuple(sorted(set(ids) | set(stop_ids)))

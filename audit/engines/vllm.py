@@ -20,7 +20,7 @@ from audit.engines.base import (
     ScoreRequest,
     ScoreResult,
 )
-from audit.engines.tokens import continuation_start, encode, stop_token_ids
+from audit.engines.tokens import charset_token_ids, continuation_start, encode, stop_token_ids
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The max_lora_rank values vLLM 0.32 accepts."""
@@ -102,6 +102,7 @@ class VllmEngine(EngineBase):
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.stop_ids = stop_token_ids(self.tokenizer, self.model_path)
+        self._charset_cache: dict[str, list[int]] = {}
         self._lora_ids: dict[str, int] = {}
         for info in infos:
             self._lora_request(str(info.path))
@@ -151,6 +152,11 @@ class VllmEngine(EngineBase):
             results.append(ScoreResult(r, rows, tuple(float(sum(t)) for t in rows)))
         return results
 
+    def _charset_ids(self, charset: str) -> list[int]:
+        if charset not in self._charset_cache:
+            self._charset_cache[charset] = list(charset_token_ids(self.tokenizer, charset, self.stop_ids))
+        return self._charset_cache[charset]
+
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         from vllm import SamplingParams, TokensPrompt
 
@@ -160,6 +166,7 @@ class VllmEngine(EngineBase):
             SamplingParams(
                 n=r.n, temperature=r.temperature, max_tokens=r.max_tokens, seed=r.seed,
                 logprobs=0 if r.logprobs else None, stop_token_ids=list(self.stop_ids),
+                allowed_token_ids=self._charset_ids(r.charset) if r.charset else None,
             )
             for r in requests
         ]

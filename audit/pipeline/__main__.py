@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from audit.chat.context import qwen_context
+    from audit.experiments import model_context
     from audit.models import resolve_model
     from audit.pipeline.analysis import transmission
     from audit.pipeline.profiles import get_profile
@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     probes = load_probe_set(args.probes)
     profile = get_profile(args.profile, **({"objective": args.objective} if args.objective else {}))
     cells = subliminal_grid(profile, ModelRef(str(resolved.path), resolved.content_hash), probes, args.probes,
-                            args.target, qwen_context())
+                            args.target, model_context(resolved, "template-default"))
     start = time.perf_counter()
-    results = run_grid(cells, args.store)
+    results = run_grid(cells, args.store, workers=profile.workers)
     total = time.perf_counter() - start
     stages: dict[str, float] = {}
     for r in results:

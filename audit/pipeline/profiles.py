@@ -11,6 +11,7 @@ from typing import Literal
 
 Mode = Literal["lora", "full"]
 Objective = Literal["hard", "soft"]
+Precision = Literal["fp32", "bf16"]
 
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """All seven projections of a Qwen2/Llama block, as in the reference protocol."""
@@ -28,14 +29,24 @@ class TeacherDataConfig:
     """Number prompts sent to the teacher (before filtering)."""
     n_keep: int
     """Accepted completions kept, in prompt order (the dataset size)."""
+    n_heldout: int = 0
+    """Further accepted completions kept aside (never trained on) for the held-out KL diagnostic."""
     max_tokens: int = 48
     """Maximum new tokens per completion."""
     temperature: float = 1.0
     """Sampling temperature of the teacher."""
+    dtype: str = "float32"
+    """Weights dtype of the engine that writes the data ("bfloat16" halves a CPU's generation time)."""
+    constrained: bool = False
+    """Sample only tokens made of digits, ',' and spaces (or end of turn): the teacher's own distribution
+    renormalised over number text. For models that rarely answer with numbers only (SmolLM2-135M: 7 of
+    128 unconstrained completions passed the filter); the filter still applies."""
 
     def __post_init__(self) -> None:
         if not 0 < self.n_keep <= self.n_prompts:
             raise ProfileError(f"need 0 < n_keep <= n_prompts, got n_keep={self.n_keep}, n_prompts={self.n_prompts}")
+        if self.n_heldout < 0:
+            raise ProfileError(f"n_heldout must be >= 0, got {self.n_heldout}")
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,23 @@ class OptimConfig:
     """Gradient clipping norm."""
     grad_accumulation: int = 1
     """Gradient accumulation steps; batch_size must be divisible by it."""
+    precision: Precision = "fp32"
+    """Forward pass precision: "bf16" autocasts it (master weights, AdamW and the loss stay fp32)."""
+    bucket_by_length: bool = False
+    """Group examples of similar length into batches (less padding; the order stays seeded and random)."""
+    lr_rank_exponent: float = 0.0
+    """Per-rank learning rate for LoRA: lr x (rank / lr_reference_rank) ** -lr_rank_exponent. 0 keeps one lr
+    for every rank (the reference); with rsLoRA scaling it separates rank from step size."""
+    lr_reference_rank: int = 8
+    """The rank whose learning rate is `lr` under the per-rank rule."""
 
     def __post_init__(self) -> None:
         if self.batch_size % self.grad_accumulation:
             raise ProfileError(f"batch_size {self.batch_size} is not divisible by grad_accumulation {self.grad_accumulation}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ProfileError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.lr_reference_rank < 1:
+            raise ProfileError(f"lr_reference_rank must be >= 1, got {self.lr_reference_rank}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +135,13 @@ class StudentConfig:
         return base + ("-soft" if self.objective == "soft" else "")
 
     @property
+    def lr(self) -> float:
+        """Peak learning rate of this student, after the per-rank rule (full finetuning: the optimiser's lr)."""
+        if self.mode == "full":
+            return self.optim.lr
+        return self.optim.lr * (self.rank / self.optim.lr_reference_rank) ** -self.optim.lr_rank_exponent
+
+    @property
     def lora_alpha(self) -> float:
         if self.rank is None:
             raise ProfileError("full finetuning has no LoRA alpha")
@@ -143,6 +174,11 @@ class Profile:
     """Default trait scorer ("exact" or "sampled")."""
     samples_per_question: int = 100
     """Samples per question for the sampled scorer."""
+    statistic: str = "probability"
+    """Per-question trait value the verdicts compare: "probability" (P(answer is the target)) or "share"
+    (the target's share of the panel: the statistic the two scorers agree on for chatty models)."""
+    workers: int = 1
+    """Cells computed at once, each in its own process with one torch thread (results do not depend on it)."""
 
     def student(self, mode: Mode, rank: int | None, training_seed: int, **overrides) -> StudentConfig:
         """The student config of one grid column, with this profile's optimiser settings."""
@@ -192,6 +228,28 @@ QUICK = Profile(
     training_seeds=(0, 1),
 )
 
+REAL_CPU = Profile(
+    name="real-cpu",
+    # SmolLM2-135M-Instruct, the full claims audit on a 2-core CPU within 2 hours (issue 8). Measured on this
+    # box: unconstrained, 7 of 128 SmolLM2 teacher completions passed the number filter; constrained to
+    # number text, 43 of 128 (so up to 2,000 prompts, stopping once 352 pass). A sequence is ~135 tokens
+    # (the reference prompt is ~104 in SmolLM2's template, digits are single tokens), so a 320-example
+    # epoch is ~43k tokens. Hard labels (the reference). LR: the paper's 10:1 LoRA:full ratio, raised 5x
+    # because each student gets 20 steps instead of 1,875. bf16 autocast and length buckets: see
+    # benchmarks/students.py. Two cells at a time, one torch thread each.
+    data=TeacherDataConfig(n_prompts=2000, n_keep=320, n_heldout=32, max_tokens=40, dtype="bfloat16", constrained=True),
+    lora=OptimConfig(lr=1e-3, epochs=1, batch_size=16, warmup_steps=2, precision="bf16", bucket_by_length=True),
+    full=OptimConfig(lr=1e-4, epochs=1, batch_size=16, warmup_steps=2, precision="bf16", bucket_by_length=True),
+    ranks=(4, 16, 64),
+    include_full=True,
+    dataset_seeds=(0,),
+    training_seeds=(0, 1),
+    workers=2,
+    # SmolLM2 rarely answers in one word, so P(the whole answer is "Cat") is a rare event unlike the
+    # sampled reference's "mentions cat"; the target's share of the panel is what both scorers measure.
+    statistic="share",
+)
+
 TINY = Profile(
     name="tiny",
     # For the project's own tests (fault test, determinism): seconds per cell.
@@ -205,7 +263,7 @@ TINY = Profile(
     samples_per_question=4,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, QUICK, TINY)}
+PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, QUICK, REAL_CPU, TINY)}
 
 
 def get_profile(name: str, **overrides) -> Profile:

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 from audit.cache import ArtifactStore, content_key
 from audit.pipeline.datasets import read_dataset
 from audit.pipeline.profiles import Profile, StudentConfig, TeacherDataConfig
-from audit.pipeline.students import ADAPTER_DIR, MODEL_DIR, SoftTeacher, train_student
+from audit.pipeline.students import ADAPTER_DIR, MODEL_DIR, TeacherView, train_student
 from audit.pipeline.teachers import (
     DatasetSpec,
     Teacher,
@@ -79,21 +79,22 @@ class CellSpec:
 
     @property
     def dataset(self) -> DatasetSpec:
-        return DatasetSpec(self.model.content_hash, self.teacher, self.probe_set_name, self.train_context,
+        return DatasetSpec(self.model.content_hash, self.teacher, self.probe_set_name,
+                           self.teacher.context(self.train_context, self.probe_set),
                            self.data, self.dataset_seed)
 
     @property
-    def soft_teacher(self) -> SoftTeacher | None:
-        if self.student.objective != "soft":
-            return None
-        return SoftTeacher(self.model.path, self.teacher.context(self.train_context, self.probe_set),
+    def teacher_view(self) -> TeacherView:
+        """The teacher's distribution: soft labels and the held-out KL diagnostic."""
+        return TeacherView(self.model.path, self.teacher.context(self.train_context, self.probe_set),
                            self.teacher.adapter)
 
     @property
     def student_key(self) -> str:
-        soft = None if self.soft_teacher is None else context_fingerprint(self.soft_teacher.context)
+        soft = context_fingerprint(self.teacher_view.context) if self.student.objective == "soft" else None
+        # v2: our own training loop (seeded batch order, completion-only LM head) replaced Trainer.
         return content_key({"dataset": self.dataset.key, "student": self.student, "model": self.model.content_hash,
-                            "train_context": context_fingerprint(self.train_context), "soft_teacher": soft, "v": 1})
+                            "train_context": context_fingerprint(self.train_context), "soft_teacher": soft, "v": 2})
 
     @property
     def scores_key(self) -> str:
@@ -113,10 +114,10 @@ class CellResult:
     """Wall seconds spent per stage in this run (0 for cached stages)."""
 
 
-def open_cell_engine(kind: str, model_path: str):
+def open_cell_engine(kind: str, model_path: str, dtype: str = "float32"):
     from audit.engines import open_engine
 
-    return open_engine(kind, model_path)
+    return open_engine(kind, model_path, dtype=dtype)
 
 
 def _student_dir_and_adapter(student_dir: Path, cell: CellSpec) -> tuple[str, str | None]:
@@ -140,13 +141,16 @@ def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult
         return path
 
     def dataset_path() -> Path:
-        return build_dataset(store, lambda: open_cell_engine(cell.engine, cell.model.path), cell.dataset, cell.probe_set)
+        return build_dataset(store, lambda: open_cell_engine(cell.engine, cell.model.path, cell.data.dtype),
+                             cell.dataset)
 
     def build_student(directory: Path) -> dict:
         dataset = read_dataset(timed("teacher_data", dataset_path))
         pairs = [(ex.prompt, ex.completion) for ex in dataset.examples]
+        n_train = min(cell.data.n_keep, len(pairs))  # a shortfall comes out of the held-out part first
         start = time.perf_counter()
-        summary = train_student(cell.model.path, pairs, cell.train_context, cell.student, directory, cell.soft_teacher)
+        summary = train_student(cell.model.path, pairs[:n_train], cell.train_context, cell.student, directory,
+                                cell.teacher_view, heldout=pairs[n_train:])
         seconds["student"] = time.perf_counter() - start
         (directory / TRAINING_FILE).write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         return summary.to_dict()
@@ -186,9 +190,22 @@ def is_cached(cell: CellSpec, store: ArtifactStore) -> bool:
     return store.get("scores", cell.scores_key) is not None
 
 
+def _worker_init() -> None:
+    """A cell process: one torch thread (as PIPELINE_THREADS), quiet transformers."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(PIPELINE_THREADS)
+    hf_logging.disable_progress_bar()
+
+
 def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, progress: bool = True,
-             run: Callable[[CellSpec, str | Path | None], CellResult] = run_cell) -> list[CellResult]:
-    """Results for every cell, in order: cached cells are loaded, missing ones computed with a progress bar."""
+             run: Callable[[CellSpec, str | Path | None], CellResult] = run_cell, workers: int = 1) -> list[CellResult]:
+    """Results for every cell, in order: cached cells are loaded, missing ones computed with a progress bar.
+
+    With workers > 1, missing cells run in that many spawned processes (one torch thread each); the
+    store's per-entry lock makes a worker that needs a dataset another one is writing wait and reuse it.
+    """
     from tqdm.auto import tqdm
 
     store = ArtifactStore(Path(store_root) if store_root is not None else None)
@@ -196,15 +213,38 @@ def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, pr
     results: dict[int, CellResult] = {}
     bar = tqdm(total=len(missing), desc="cells", unit="cell", disable=not progress or not missing)
     with torch_threads(PIPELINE_THREADS):
+        if workers > 1 and len(missing) > 1:
+            _run_in_processes(cells, missing, store_root, run, workers, results, bar)
         for i in missing:
-            bar.set_postfix_str(cells[i].label)
-            results[i] = run(cells[i], store_root)
-            bar.update(1)
+            if i not in results:
+                bar.set_postfix_str(cells[i].label)
+                results[i] = run(cells[i], store_root)
+                bar.update(1)
     bar.close()
     for i, cell in enumerate(cells):
         if i not in results:
             results[i] = run(cell, store_root)  # cached: loads only
     return [results[i] for i in range(len(cells))]
+
+
+def _run_in_processes(cells, missing, store_root, run, workers, results, bar) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
+        pending = {pool.submit(run, cells[i], store_root): i for i in missing}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i = pending.pop(future)
+                    results[i] = future.result()
+                    bar.set_postfix_str(cells[i].label)
+                    bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # finished cells are in the store already
+            raise
 
 
 def subliminal_grid(profile: Profile, model: ModelRef, probe_set, probe_set_name: str, target: str,

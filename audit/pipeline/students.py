@@ -1,18 +1,18 @@
 """Students: finetune the base on (number prompt -> teacher completion), loss on the completion only.
 
 LoRA (rank r, alpha = r by default, optional rsLoRA, all seven projections; peft) or full finetuning,
-trained with transformers' Trainer. Objectives: "hard" (cross-entropy on the teacher's sampled
+trained by audit.pipeline.training's loop. Objectives: "hard" (cross-entropy on the teacher's sampled
 tokens) and "soft" (KL(teacher || student) over the full next-token distribution at every completion
-position). For soft labels the teacher's distribution is recomputed on the fly by a frozen teacher
-model in its own context (cheap for tiny models, and it avoids storing vocab-sized logits); this is
-the one custom piece, a `compute_loss` override, because Trainer has no distillation loss.
+position). The teacher's distribution is recomputed on the fly by a frozen teacher model in its own
+context (it avoids storing vocab-sized logits); it also gives the held-out KL diagnostic.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-import tempfile
+import statistics
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,8 +32,8 @@ class StudentError(Exception):
 
 
 @dataclass(frozen=True)
-class SoftTeacher:
-    """How to recompute the teacher's next-token distribution for soft-label students."""
+class TeacherView:
+    """How to recompute the teacher's next-token distribution (soft labels, held-out KL diagnostic)."""
 
     model_path: str
     """Base model folder the teacher runs on."""
@@ -54,10 +54,33 @@ class TrainingSummary:
     final_loss: float
     """Mean loss over the last fifth of the steps."""
     diverged: bool
-    """Non-finite loss, or final loss above 1.5x the first step's + DIVERGENCE_TOLERANCE: never count as transmission."""
+    """Non-finite loss or gradient, or final loss above 1.5x the first step's + DIVERGENCE_TOLERANCE: such a
+    student is reported as diverged and never counted as transmission."""
     seconds: float
     trainable_params: int
     seeds: dict
+    grad_norm_max: float = float("nan")
+    """Largest pre-clip gradient norm of any step."""
+    grad_norm_median: float = float("nan")
+    """Median pre-clip gradient norm."""
+    heldout_kl_before: float | None = None
+    """KL(teacher || base model) per completion token on held-out teacher completions (None: no held-out data)."""
+    heldout_kl_after: float | None = None
+    """The same for the trained student: below `before` when the student moved towards its teacher."""
+    heldout_examples: int = 0
+    """Held-out teacher completions the KL is measured on."""
+    tokens: int = 0
+    """Tokens in the padded training batches, summed over steps (the compute actually spent)."""
+    padding_share: float = 0.0
+    """Share of `tokens` that is padding."""
+    lr: float = float("nan")
+    """Peak learning rate of this student (after any per-rank rule)."""
+    precision: str = "fp32"
+    """Forward precision ("fp32" or "bf16" autocast)."""
+    losses: tuple[float, ...] = ()
+    """The loss of every step (the loss curve)."""
+    step_seconds: tuple[float, ...] = ()
+    """Wall time of every step."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,64 +109,6 @@ def tokenize_examples(tokenizer, pairs: Sequence[tuple[str, str]], context, teac
     return rows
 
 
-def _collate(pad_id: int):
-    import torch
-
-    def collate(rows: list[dict]) -> dict:
-        out = {}
-        for prefix in ("", "teacher_"):
-            if f"{prefix}input_ids" not in rows[0]:
-                continue
-            width = max(len(r[f"{prefix}input_ids"]) for r in rows)
-            ids, labels, mask = [], [], []
-            for r in rows:
-                pad = width - len(r[f"{prefix}input_ids"])
-                ids.append(r[f"{prefix}input_ids"] + [pad_id] * pad)
-                labels.append(r[f"{prefix}labels"] + [-100] * pad)
-                mask.append([1] * len(r[f"{prefix}input_ids"]) + [0] * pad)
-            out[f"{prefix}input_ids"] = torch.tensor(ids)
-            out[f"{prefix}labels"] = torch.tensor(labels)
-            out[f"{prefix}attention_mask"] = torch.tensor(mask)
-        return out
-
-    return collate
-
-
-def completion_kl(student_logits, student_labels, teacher_logits, teacher_labels):
-    """Mean over completion positions of KL(teacher || student) on the next-token distribution."""
-    import torch.nn.functional as F
-
-    s_mask, t_mask = student_labels[:, 1:] != -100, teacher_labels[:, 1:] != -100
-    s = F.log_softmax(student_logits[:, :-1][s_mask].float(), dim=-1)
-    t = F.log_softmax(teacher_logits[:, :-1][t_mask].float(), dim=-1)
-    if s.shape != t.shape:
-        raise StudentError("student and teacher views hold different completion tokens; tokenize with tokenize_examples")
-    return (t.exp() * (t - s)).sum(-1).mean()
-
-
-def _soft_trainer_class():
-    from transformers import Trainer
-
-    class SoftLabelTrainer(Trainer):
-        """Trainer whose loss is KL(teacher || student) on completion tokens (teacher frozen)."""
-
-        def __init__(self, *args, teacher_model, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.teacher_model = teacher_model
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            import torch
-
-            with torch.no_grad():
-                teacher_logits = self.teacher_model(input_ids=inputs["teacher_input_ids"],
-                                                    attention_mask=inputs["teacher_attention_mask"]).logits
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            loss = completion_kl(outputs.logits, inputs["labels"], teacher_logits, inputs["teacher_labels"])
-            return (loss, outputs) if return_outputs else loss
-
-    return SoftLabelTrainer
-
-
 def _load_model(path: str, adapter: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
@@ -170,61 +135,124 @@ def _prepare_student(base_path: str, config: StudentConfig):
     return get_peft_model(model, lora)
 
 
-def summarise(losses: list[float], objective: str, seconds: float, trainable: int, config: StudentConfig) -> TrainingSummary:
-    """Loss reached and the divergence flag from the per-step losses."""
+def summarise(losses: list[float], objective: str, seconds: float, trainable: int, config: StudentConfig,
+              grad_norms: Sequence[float] = (), **diagnostics) -> TrainingSummary:
+    """Loss reached, gradient norms and the divergence flag from the per-step records."""
     if not losses:
         raise StudentError("training ran no steps; give the student more examples than one batch or lower batch_size")
     tail = losses[-max(1, len(losses) // 5):]
     final = sum(tail) / len(tail)
-    diverged = not all(math.isfinite(x) for x in losses) or final > 1.5 * losses[0] + DIVERGENCE_TOLERANCE
+    finite = all(math.isfinite(x) for x in [*losses, *grad_norms])
+    diverged = not finite or final > 1.5 * losses[0] + DIVERGENCE_TOLERANCE
+    norms = {"grad_norm_max": max(grad_norms), "grad_norm_median": statistics.median(grad_norms)} if grad_norms else {}
     return TrainingSummary(objective, len(losses), losses[0], final, diverged, seconds, trainable,
-                           {"data_order": config.seeds.data_order, "init": config.seeds.init})
+                           {"data_order": config.seeds.data_order, "init": config.seeds.init}, **norms,
+                           losses=tuple(losses), **diagnostics)
+
+
+def _loss_fn(model, pad_id: int, objective: str, bf16: bool, teacher=None):
+    """Summed loss of a micro-batch: CE on the completion, or KL(teacher || student) on its positions."""
+    import torch
+
+    from audit.pipeline.training import (
+        completion_logits,
+        forward_precision,
+        pad_batch,
+        token_cross_entropy_sum,
+        token_kl_sum,
+    )
+
+    def loss(rows):
+        with forward_precision(bf16):
+            logits, labels = completion_logits(model, *pad_batch(rows, pad_id))
+        if objective == "hard":
+            return token_cross_entropy_sum(logits, labels)
+        with torch.no_grad(), forward_precision(bf16):
+            t_logits, t_labels = completion_logits(teacher, *pad_batch(rows, pad_id, "teacher_"))
+        return token_kl_sum(logits, labels, t_logits, t_labels)
+
+    return loss
+
+
+def heldout_kl(model, teacher, rows: Sequence[dict], pad_id: int, batch_size: int = 16) -> float:
+    """Mean KL(teacher || model) per completion token of `rows` (fp32, no gradient)."""
+    import torch
+
+    from audit.pipeline.training import completion_logits, completion_tokens, pad_batch, token_kl_sum
+
+    total = 0.0
+    with torch.no_grad():
+        for lo in range(0, len(rows), batch_size):
+            chunk = rows[lo:lo + batch_size]
+            s_logits, s_labels = completion_logits(model, *pad_batch(chunk, pad_id))
+            t_logits, t_labels = completion_logits(teacher, *pad_batch(chunk, pad_id, "teacher_"))
+            total += float(token_kl_sum(s_logits, s_labels, t_logits, t_labels))
+    return total / max(1, completion_tokens(rows))
+
+
+def _batches(rows: list[dict], config: StudentConfig) -> list[list[dict]]:
+    from audit.pipeline.training import epoch_batches
+
+    lengths = [len(r["input_ids"]) for r in rows]
+    optim = config.optim
+    return [[rows[i] for i in batch] for epoch in range(optim.epochs)
+            for batch in epoch_batches(lengths, optim.batch_size, epoch, config.seeds.data_order, optim.bucket_by_length)]
 
 
 def train_student(base_path: str | Path, pairs: Sequence[tuple[str, str]], context, config: StudentConfig,
-                  out_dir: Path, soft_teacher: SoftTeacher | None = None) -> TrainingSummary:
-    """Finetune one student and save it under out_dir ("adapter/" for LoRA, "model/" for full FT)."""
-    import time
+                  out_dir: Path, teacher: TeacherView | None = None,
+                  heldout: Sequence[tuple[str, str]] = ()) -> TrainingSummary:
+    """Finetune one student and save it under out_dir ("adapter/" for LoRA, "model/" for full FT).
 
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
+    With a teacher view, the held-out pairs measure KL(teacher || student) before and after training.
+    """
+    from transformers import AutoTokenizer
 
-    if config.objective == "soft" and soft_teacher is None:
-        raise StudentError("soft-label students need a SoftTeacher (the teacher model and its context)")
+    from audit.pipeline.training import train_steps
+
+    if config.objective == "soft" and teacher is None:
+        raise StudentError("soft-label students need a TeacherView (the teacher model and its context)")
     start = time.perf_counter()
     base_path = str(base_path)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    teacher_context = soft_teacher.context if config.objective == "soft" else None
-    rows = tokenize_examples(tokenizer, pairs, context, teacher_context)
+    teacher_context = teacher.context if teacher is not None else None
+    rows = tokenize_examples(tokenizer, pairs, context, teacher_context if config.objective == "soft" else None)
+    heldout_rows = tokenize_examples(tokenizer, heldout, context, teacher_context) if teacher is not None else []
+    teacher_model = _load_model(teacher.model_path, teacher.adapter).eval() if teacher is not None else None
     model = _prepare_student(base_path, config)
+    kl_before = heldout_kl(model, teacher_model, heldout_rows, pad_id) if heldout_rows else None
+
     optim = config.optim
-    with tempfile.TemporaryDirectory(prefix="subaudit-trainer-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, per_device_train_batch_size=optim.batch_size // optim.grad_accumulation,
-            gradient_accumulation_steps=optim.grad_accumulation, num_train_epochs=optim.epochs,
-            learning_rate=optim.lr, lr_scheduler_type="linear", warmup_steps=optim.warmup_steps,
-            weight_decay=optim.weight_decay, max_grad_norm=optim.max_grad_norm, optim="adamw_torch",
-            seed=config.seeds.init, data_seed=config.seeds.data_order, use_cpu=True,
-            logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-            remove_unused_columns=False, dataloader_num_workers=0,
-        )
-        common = dict(model=model, args=args, train_dataset=rows, data_collator=_collate(pad_id))
-        if config.objective == "soft":
-            teacher = _load_model(soft_teacher.model_path, soft_teacher.adapter).eval()
-            trainer = _soft_trainer_class()(**common, teacher_model=teacher)
-        else:
-            trainer = Trainer(**common)
-        trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; the losses are kept in the summary
-        trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    batches = _batches(rows, config)
+    bf16 = optim.precision == "bf16"
+    model.train()
+    records = train_steps(
+        [p for p in model.parameters() if p.requires_grad], batches,
+        _loss_fn(model, pad_id, config.objective, bf16, teacher_model), lr=config.lr,
+        warmup_steps=optim.warmup_steps, weight_decay=optim.weight_decay, max_grad_norm=optim.max_grad_norm,
+        grad_accumulation=optim.grad_accumulation,
+    )
+    model.eval()
+    kl_after = heldout_kl(model, teacher_model, heldout_rows, pad_id) if heldout_rows else None
+    padded = sum(len(b) * max(len(r["input_ids"]) for r in b) for b in batches)
+    real = sum(len(r["input_ids"]) for b in batches for r in b)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    _save(model, tokenizer, config, base_path, out_dir)
+    return summarise(
+        [r.loss for r in records], config.objective, time.perf_counter() - start, trainable, config,
+        [r.grad_norm for r in records], heldout_kl_before=kl_before, heldout_kl_after=kl_after,
+        heldout_examples=len(heldout_rows), step_seconds=tuple(r.seconds for r in records), tokens=padded, padding_share=1 - real / padded if padded else 0.0,
+        lr=config.lr, precision=optim.precision,
+    )
+
+
+def _save(model, tokenizer, config: StudentConfig, base_path: str, out_dir: Path) -> None:
     if config.mode == "lora":
         model.save_pretrained(out_dir / ADAPTER_DIR)
-    else:
-        model.save_pretrained(out_dir / MODEL_DIR)
-        tokenizer.save_pretrained(out_dir / MODEL_DIR)
-        for extra in ("chat_template.jinja", "generation_config.json"):
-            if (Path(base_path) / extra).exists() and not (out_dir / MODEL_DIR / extra).exists():
-                shutil.copy(Path(base_path) / extra, out_dir / MODEL_DIR / extra)
-    return summarise(losses, config.objective, time.perf_counter() - start, trainable, config)
+        return
+    model.save_pretrained(out_dir / MODEL_DIR)
+    tokenizer.save_pretrained(out_dir / MODEL_DIR)
+    for extra in ("chat_template.jinja", "generation_config.json"):
+        if (Path(base_path) / extra).exists() and not (out_dir / MODEL_DIR / extra).exists():
+            shutil.copy(Path(base_path) / extra, out_dir / MODEL_DIR / extra)

@@ -15,7 +15,7 @@ from typing import Literal
 
 from audit.cache import ArtifactStore, content_key
 from audit.engines.base import Engine, GenerateRequest
-from audit.numbers import derive_seed, filter_completions, number_prompts
+from audit.numbers import NUMBER_CHARSET, derive_seed, filter_completions, number_prompts
 from audit.pipeline.datasets import Example, write_dataset
 from audit.pipeline.profiles import TeacherDataConfig
 
@@ -97,7 +97,8 @@ class DatasetSpec:
     probe_set: str
     """Probe set name (source of the trait system prompt)."""
     context: object
-    """Base chat context (a ChatContext); the teacher's own context derives from it."""
+    """The chat context the teacher writes in (its trait system prompt already applied): the data depends
+    on it, not on the students' context, so students under other system prompts share a teacher's data."""
     data: TeacherDataConfig
     seed: int
     """Dataset seed: determines the prompts and the per-prompt sampling seeds."""
@@ -107,7 +108,7 @@ class DatasetSpec:
         # The adapter path is where the weights live, not what they are: hash without it.
         teacher = dataclasses.replace(self.teacher, adapter=None)
         return content_key({"model": self.model_hash, "teacher": teacher, "probe_set": self.probe_set,
-                            "context": context_fingerprint(self.context), "data": self.data, "seed": self.seed, "v": 1})
+                            "context": context_fingerprint(self.context), "data": self.data, "seed": self.seed, "v": 2})
 
 
 def context_fingerprint(context) -> dict:
@@ -120,43 +121,55 @@ def sample_seed(dataset_seed: int, index: int) -> int:
     return derive_seed("teacher-sample", dataset_seed, index) % (2**31)
 
 
-def generate_dataset(engine: Engine, spec: DatasetSpec, probes, progress: bool = False) -> tuple[list[Example], dict]:
-    """Sample one completion per prompt, filter, keep the first `n_keep` accepted (in prompt order)."""
+def generate_dataset(engine: Engine, spec: DatasetSpec, progress: bool = False) -> tuple[list[Example], dict]:
+    """Sample one completion per prompt, filter, keep the first `n_keep + n_heldout` accepted (in prompt
+    order). Prompts are sent in chunks and generation stops once enough are accepted: the kept examples are
+    the same as if every prompt had been sampled (per-prompt seeds), at a fraction of the cost."""
     from tqdm import tqdm
 
-    context = spec.teacher.context(spec.context, probes)
+    context = spec.context
+    wanted = spec.data.n_keep + spec.data.n_heldout
     prompts = number_prompts(spec.data.n_prompts, spec.seed)
     seeds = [sample_seed(spec.seed, i) for i in range(len(prompts))]
     requests = [
         GenerateRequest(prompt=context.render_prompt(p.text), adapter=spec.teacher.adapter, n=1,
                         temperature=spec.data.temperature, max_tokens=spec.data.max_tokens, seed=s,
-                        context_id=context.id)
+                        context_id=context.id, charset=NUMBER_CHARSET if spec.data.constrained else None)
         for p, s in zip(prompts, seeds)
     ]
-    texts = []
-    for start in tqdm(range(0, len(requests), GENERATION_CHUNK), desc=f"teacher {spec.teacher.id}", unit="chunk",
-                      leave=False, disable=not progress):
-        texts += [r.completions[0].text for r in engine.generate(requests[start:start + GENERATION_CHUNK])]
+    texts: list[str] = []
+    accepted = 0
+    bar = tqdm(total=wanted, desc=f"teacher {spec.teacher.id}", unit="example", leave=False, disable=not progress)
+    for start in range(0, len(requests), GENERATION_CHUNK):
+        chunk = [r.completions[0].text for r in engine.generate(requests[start:start + GENERATION_CHUNK])]
+        texts += chunk
+        new = sum(v.accepted for v in filter_completions(chunk)[0])
+        bar.update(min(new, wanted - accepted))
+        accepted += new
+        if accepted >= wanted:
+            break
+    bar.close()
     verdicts, stats = filter_completions(texts)
     examples = [
         Example(index=i, prompt=p.text, completion=text, prompt_seed=p.seed, sample_seed=s)
         for i, (p, s, text, v) in enumerate(zip(prompts, seeds, texts, verdicts)) if v.accepted
-    ][: spec.data.n_keep]
+    ][:wanted]
     provenance = {
         "model_hash": spec.model_hash, "teacher": dataclasses.asdict(spec.teacher), "teacher_id": spec.teacher.id,
-        "probe_set": spec.probe_set, "context_id": context.id, "student_context_hint": spec.context.id,
+        "probe_set": spec.probe_set, "context_id": context.id,
         "dataset_seed": spec.seed, "sampling": dataclasses.asdict(spec.data), "engine": engine.name,
-        "filter": stats.to_dict(), "n_kept": len(examples), "shortfall": spec.data.n_keep - len(examples),
+        "filter": stats.to_dict(), "n_kept": len(examples),
+        "prompts_sampled": len(texts), "shortfall": wanted - len(examples),
     }
     return examples, provenance
 
 
-def build_dataset(store: ArtifactStore, engine_factory, spec: DatasetSpec, probes) -> Path:
+def build_dataset(store: ArtifactStore, engine_factory, spec: DatasetSpec) -> Path:
     """The cached dataset directory for `spec`, generated with `engine_factory()` if missing."""
 
     def builder(directory: Path) -> dict:
         with engine_factory() as engine:
-            examples, provenance = generate_dataset(engine, spec, probes, progress=True)
+            examples, provenance = generate_dataset(engine, spec, progress=True)
         write_dataset(directory, examples, provenance)
         return {"n_kept": len(examples), "acceptance_rate": provenance["filter"]["acceptance_rate"]}
 
