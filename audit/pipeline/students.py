@@ -121,18 +121,24 @@ def _load_model(path: str, adapter: str | None = None):
     return model
 
 
+def lora_config(config: StudentConfig):
+    """peft's LoraConfig of a LoRA student (also what its saved adapter_config.json holds)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, use_rslora=config.rslora, lora_dropout=0.0,
+                      target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+
+
 def _prepare_student(base_path: str, config: StudentConfig):
     import torch
 
     model = _load_model(base_path)
     if config.mode == "full":
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     torch.manual_seed(config.seeds.init)  # adapter init draws from the global RNG
-    lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, use_rslora=config.rslora, lora_dropout=0.0,
-                      target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora_config(config))
 
 
 def summarise(losses: list[float], objective: str, seconds: float, trainable: int, config: StudentConfig,
