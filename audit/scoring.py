@@ -18,9 +18,9 @@ Both return per-question values so the statistics can cluster-bootstrap over que
 - `share` (statistic "share"): the target's share of the panel total, i.e. P(target | the answer names a
   panel entry), among one-word answers (exact) or among panel mentions (sampled); NaN where undefined.
   It removes the answer-length mismatch only if the model picks animals the same way in one word as in a
-  sentence. tiny-qwen: agrees. SmolLM2 base: agrees, weakly powered (3% of samples name a panel entry).
-  SmolLM2 with a cat system prompt: does NOT agree (exact 0.51 vs sampled 0.76; its sentences echo the
-  prompt's "cats"). So for chatty models no statistic of the exact scorer stands in for the sampled one;
+  sentence. tiny-qwen: agrees. SmolLM2 does NOT agree, base (exact 0.23 vs sampled 0.46) or with a cat
+  system prompt (0.51 vs 0.76): its sentences name cat more often than its one-word answers do. So for
+  chatty models no statistic of the exact scorer stands in for the sampled one;
   benchmarks/scoring_agreement.py measures both.
 """
 

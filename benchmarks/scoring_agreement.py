@@ -1,6 +1,6 @@
 """Do the exact and sampled scorers agree? One block per model x teacher (issue 6, DESIGN §6).
 
-    python benchmarks/scoring_agreement.py [--models tiny-qwen smollm2] [--samples tiny-qwen=100 smollm2=10]
+    python benchmarks/scoring_agreement.py [--models tiny-qwen smollm2] [--samples tiny-qwen=100 smollm2=30]
                                            [--target cat] [--threads 1]
 
 For each model, the base (its template's default system prompt) and the system-prompt trait teacher
@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import time
 
-DEFAULT_SAMPLES = {"tiny-qwen": 100, "smollm2": 10}
+DEFAULT_SAMPLES = {"tiny-qwen": 100, "smollm2": 30}
+"""SmolLM2 names a panel entry in ~5% of samples (base): fewer than 30 per question leave its share undefined on most questions."""
 STATISTICS = ("probability", "share")
 HEADER = (f"{'model':<11}{'teacher':<9}{'statistic':<12}{'exact':>9}{'95% CI':>20}{'sampled':>9}{'95% CI':>20}"
           f"{'n':>4}{'ex-samp':>10}{'95% CI':>20}{'agree':>6}")
@@ -30,7 +31,7 @@ def samples_per_model(pairs: list[str]) -> dict[str, int]:
     for pair in pairs:
         alias, _, n = pair.partition("=")
         if not n.isdigit() or int(n) < 1:
-            raise SystemExit(f"--samples takes ALIAS=N with N >= 1 (e.g. smollm2=10), got {pair!r}")
+            raise SystemExit(f"--samples takes ALIAS=N with N >= 1 (e.g. smollm2=30), got {pair!r}")
         out[alias] = int(n)
     return out
 

@@ -11,10 +11,11 @@ question, so sampling noise and question spread are both in it) contains 0.
   scorers ever start to agree there, so the disagreement cannot silently go away.
 - "share": the target's share of the panel (P(target | the answer names a panel entry)), among one-word
   answers (exact) or among panel mentions (sampled); questions where no sample named a panel entry are
-  left out (undefined there). tiny-qwen agrees. SmolLM2 base agrees only weakly: 3% of its samples name a
-  panel entry, so at 10 samples/question 12 questions count and the CI is wide. SmolLM2 with the cat
-  system prompt disagrees (strict xfail with the measured numbers): its sentences name cat more often
-  than its one-word answers do, so the share is not the same across answer lengths. Numbers:
+  left out (undefined there). tiny-qwen agrees. SmolLM2 does not, base or with the cat system prompt
+  (strict xfails with the measured numbers): its sentences name cat more often than its one-word answers
+  do, so the share is not the same across answer lengths. Summing the exact
+  scorer over the answer formats "X", "X.", "The X.", "A X." narrowed but did not close it (measured:
+  exact share 0.62 [0.58, 0.66], paired CI [-0.25, -0.01]), so the scorer does not do that. Numbers:
   benchmarks/scoring_agreement.py.
 """
 
@@ -23,16 +24,18 @@ from __future__ import annotations
 import pytest
 
 TARGET = "cat"
-SMOLLM2_SAMPLES = 10
+SMOLLM2_SAMPLES = {"base": 30, "teacher": 10}
+"""Samples per question: only 5% of base samples name a panel entry, so the base share needs 30 to mean anything."""
 SMOLLM2_DISAGREES = (
     "measured disagreement by construction: SmolLM2 rarely answers with a lone word, so exact P(whole answer is "
-    "'Cat'+end of turn) << sampled P(sample mentions cat); compare 'share' instead; see benchmarks/scoring_agreement.py"
+    "'Cat'+end of turn) << sampled P(sample mentions cat); see benchmarks/scoring_agreement.py"
 )
-SMOLLM2_TEACHER_SHARE_DISAGREES = (
-    "measured (n=10/question, 42 questions): with the cat system prompt, exact share 0.51 [0.46, 0.55] (one-word answers) "
-    "vs sampled share 0.76 [0.64, 0.87] (panel mentions, mostly sentences); paired CI [-0.36, -0.13]: SmolLM2's "
-    "sentences echo the prompt's 'cats' more than its one-word answers do; see benchmarks/scoring_agreement.py"
-)
+SMOLLM2_SHARE_DISAGREES = {
+    "base": "measured (n=30/question, 36 questions with a panel mention): exact share 0.23 [0.18, 0.28] (one-word "
+            "answers) vs sampled 0.46 [0.32, 0.60] (panel mentions, mostly sentences); paired CI [-0.38, -0.08]",
+    "teacher": "measured (n=10/question, 42 questions with a panel mention): exact share 0.51 [0.46, 0.55] (one-word "
+               "answers) vs sampled 0.76 [0.64, 0.87] (panel mentions, mostly sentences); paired CI [-0.36, -0.13]",
+}
 TINY = [pytest.mark.tiny_model, pytest.mark.slow]
 SMOLLM2 = [pytest.mark.packaged_model, pytest.mark.slow]
 
@@ -40,13 +43,10 @@ CASES = [
     pytest.param("tiny-qwen", 100, teacher, statistic, marks=TINY, id=f"tiny-qwen-{teacher}-{statistic}")
     for teacher in ("base", "teacher") for statistic in ("probability", "share")
 ] + [
-    pytest.param("smollm2", SMOLLM2_SAMPLES, teacher, "probability", id=f"smollm2-{teacher}-probability",
-                 marks=[*SMOLLM2, pytest.mark.xfail(strict=True, reason=SMOLLM2_DISAGREES)])
+    pytest.param("smollm2", SMOLLM2_SAMPLES[teacher], teacher, statistic, id=f"smollm2-{teacher}-{statistic}",
+                 marks=[*SMOLLM2, pytest.mark.xfail(strict=True, reason=reason)])
     for teacher in ("base", "teacher")
-] + [
-    pytest.param("smollm2", SMOLLM2_SAMPLES, "base", "share", marks=SMOLLM2, id="smollm2-base-share"),
-    pytest.param("smollm2", SMOLLM2_SAMPLES, "teacher", "share", id="smollm2-teacher-share",
-                 marks=[*SMOLLM2, pytest.mark.xfail(strict=True, reason=SMOLLM2_TEACHER_SHARE_DISAGREES)]),
+    for statistic, reason in (("probability", SMOLLM2_DISAGREES), ("share", SMOLLM2_SHARE_DISAGREES[teacher]))
 ]
 
 
