@@ -10,6 +10,17 @@ that differ only in their seeds (the yardstick for "within tolerance"). Both pat
 loop, which already applies the LM head only from the first completion token; the transformers
 Trainer it replaced is not timed here.
 
+    python benchmarks/students.py batched [--model tiny-qwen] [--ranks 4,8,16,32] [--steps 4] [--threads 1]
+
+`batched`: K LoRA students of one dataset (ranks --ranks, training seeds 0..K-1, the LoRA settings of the
+model's profile: quick for tiny-qwen, real-cpu for smollm2) trained one at a time with train_student vs
+in one stacked pass per step with audit.pipeline.stacked: wall and CPU seconds of each path (loading and
+saving included), step seconds (process CPU time by default: on a shared machine wall time measures the
+scheduler), real tokens/s, padding, and the speed-up per round (one step of every student: the same
+batches in both paths) with its 95% t CI over rounds; then the largest relative gap between a stacked
+and a solo student's per-step loss (float noise, not a tolerance to tune). The GPU counterpart, with no
+repository data, is benchmarks/gpu_stacked_students.py.
+
 Data: number-continuation prompts of the pipeline and synthetic completions of 3-10 three-digit numbers
 (seeded), in the model's template with its default system prompt, so lengths vary as teacher data does.
 """
@@ -115,6 +126,88 @@ def optimised(args) -> None:
                   f"[{d.ci_low:+.5f}, {d.ci_high:+.5f}] (n={d.n} questions)")
 
 
+BATCHED_PROFILES = {"tiny-qwen": "quick", "smollm2": "real-cpu"}
+"""Profile whose LoRA settings (precision, buckets, lr, batch) the `batched` section uses per model."""
+
+
+def _use_cpu_clock() -> None:
+    """Time the training steps in process CPU seconds, not wall seconds: on a shared machine (niced, under
+    another job's load) wall time measures the scheduler. With one torch thread the two agree when idle."""
+    import types
+
+    import audit.pipeline.stacked
+    import audit.pipeline.training
+
+    audit.pipeline.training.time = audit.pipeline.stacked.time = types.SimpleNamespace(perf_counter=time.process_time)
+
+
+def _mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t interval (the rounds are treated as independent)."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def _batched_configs(args) -> list:
+    from dataclasses import replace
+
+    from audit.pipeline.profiles import get_profile
+
+    profile = get_profile(BATCHED_PROFILES[args.model])
+    optim = replace(profile.lora, epochs=1, batch_size=args.batch)
+    ranks = [int(r) for r in args.ranks.split(",")]
+    return [replace(profile.student("lora", rank, seed), optim=optim) for seed, rank in enumerate(ranks)]
+
+
+def batched(args) -> None:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from audit.experiments import model_context
+    from audit.models import resolve_model
+    from audit.pipeline.stacked import train_students_stacked
+    from audit.pipeline.students import train_student
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        _use_cpu_clock()
+    model = resolve_model(args.model)
+    context = model_context(model, "template-default")
+    configs = _batched_configs(args)
+    pairs = synthetic_pairs(args.batch * (args.steps + WARMUP_STEPS))
+    optim = configs[0].optim
+    print(f"{model.name}: K={len(configs)} LoRA students (ranks {args.ranks}), {len(pairs)} examples, batch {args.batch}, "
+          f"{optim.precision}{' + length buckets' if optim.bucket_by_length else ''}, {args.steps} timed rounds after "
+          f"{WARMUP_STEPS} warm-up, {args.threads} torch threads, step times in {args.clock} seconds")
+    with tempfile.TemporaryDirectory(prefix="bench-batched-") as scratch:
+        clocks = [(time.perf_counter(), time.process_time())]
+        solo = [train_student(str(model.path), pairs, context, c, Path(scratch) / f"solo{k}") for k, c in enumerate(configs)]
+        clocks.append((time.perf_counter(), time.process_time()))
+        stacked = train_students_stacked(str(model.path), pairs, context, configs,
+                                         [Path(scratch) / f"stacked{k}" for k in range(len(configs))])
+        clocks.append((time.perf_counter(), time.process_time()))
+    (wall_solo, cpu_solo), (wall_stacked, cpu_stacked) = ((b[0] - a[0], b[1] - a[1]) for a, b in zip(clocks, clocks[1:]))
+    # A round: one step of every student (the same batches in both paths); stacked step_seconds are 1/K shares.
+    rounds = {name: [sum(s.step_seconds[i] for s in runs) for i in range(WARMUP_STEPS, runs[0].steps)]
+              for name, runs in (("one at a time", solo), ("stacked", stacked))}
+    real_tokens = sum(s.tokens * (1 - s.padding_share) / s.steps for s in solo) * args.steps
+    padding = {name: 1 - sum(s.tokens * (1 - s.padding_share) for s in runs) / sum(s.tokens for s in runs)
+               for name, runs in (("one at a time", solo), ("stacked", stacked))}
+    print(f"{'path':<16}{'wall s':>8}{'cpu s':>8}{'timed s':>9}{'real tok/s':>12}{'padding':>9}"
+          f"  (whole call: wall, cpu; timed rounds: {args.clock})")
+    for name, wall, cpu in (("one at a time", wall_solo, cpu_solo), ("stacked", wall_stacked, cpu_stacked)):
+        print(f"{name:<16}{wall:>8.1f}{cpu:>8.1f}{sum(rounds[name]):>9.2f}{real_tokens / sum(rounds[name]):>12.1f}"
+              f"{padding[name]:>9.1%}")
+    mean, low, high = _mean_ci([a / b for a, b in zip(rounds["one at a time"], rounds["stacked"])])
+    print(f"speed-up per round {mean:.2f}x [95% CI {low:.2f}, {high:.2f}] (n={args.steps} rounds); whole call: "
+          f"wall {wall_solo / wall_stacked:.2f}x, cpu {cpu_solo / cpu_stacked:.2f}x")
+    gap = max(abs(x - y) / abs(y) for a, b in zip(stacked, solo) for x, y in zip(a.losses, b.losses))
+    print(f"largest relative gap, stacked vs solo per-step loss: {gap:.1e} ({len(configs)} students x {solo[0].steps} steps)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="section", required=True)
@@ -123,9 +216,17 @@ def main() -> None:
     opt.add_argument("--steps", type=int, default=6)
     opt.add_argument("--batch", type=int, default=16)
     opt.add_argument("--threads", type=int, default=2)
+    bat = sub.add_parser("batched", help="K LoRA students one at a time vs stacked in one pass")
+    bat.add_argument("--model", default="tiny-qwen", choices=sorted(BATCHED_PROFILES))
+    bat.add_argument("--ranks", default="4,8,16,32")
+    bat.add_argument("--steps", type=int, default=4)
+    bat.add_argument("--batch", type=int, default=16)
+    bat.add_argument("--threads", type=int, default=1)
+    bat.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                     help="step times in process CPU seconds (a shared machine) or wall seconds (a quiet one)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    {"optimised": optimised}[args.section](args)
+    {"optimised": optimised, "batched": batched}[args.section](args)
 
 
 if __name__ == "__main__":

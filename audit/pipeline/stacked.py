@@ -161,7 +161,7 @@ def train_stacked(model, rows: Sequence[dict], configs: Sequence[StudentConfig],
 
     Each step is train_steps' step for every student at once: its own batch (from its own data-order
     seed), loss per completion token of its whole batch, pre-clip norm and clipping over its own tensors,
-    its own AdamW, learning rate and warm-up.
+    its own AdamW, learning rate and warm-up. The students stay hooked on `model` until run.lora.detach().
     """
     import torch
 
