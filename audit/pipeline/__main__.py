@@ -10,7 +10,7 @@ import time
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m audit.pipeline", description=__doc__)
     parser.add_argument("--model", default="tiny-qwen", help="model spec for audit.models.resolve_model")
-    parser.add_argument("--profile", default="quick", help="experiment profile (quick, paper, tiny)")
+    parser.add_argument("--profile", default="quick", help="experiment profile (quick, real-cpu, paper, tiny)")
     parser.add_argument("--probes", default="animal", help="probe set name or YAML path")
     parser.add_argument("--target", default="cat", help="trait (a panel entry)")
     parser.add_argument("--objective", choices=("hard", "soft"), default=None, help="override the profile's objective")
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         for stage, seconds in r.stage_seconds.items():
             stages[stage] = stages.get(stage, 0.0) + seconds
     print(f"{len(cells)} cells, wall {total:.1f} s; stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print(f"statistic: {profile.statistic} (pp)")
     print(f"{'student':<16}{'trait':>9}{'control':>9}{'delta pp':>10}{'95% CI (pp)':>22}{'p':>8}  n  diverged")
-    for label, t in transmission(results).items():
+    for label, t in transmission(results, profile.statistic).items():
         e = t.estimate
         print(f"{label:<16}{100 * t.trait_mean:>9.3f}{100 * t.control_mean:>9.3f}{100 * e.value:>10.3f}"
               f"{f'[{100 * e.ci_low:.3f}, {100 * e.ci_high:.3f}]':>22}{e.p_value if e.p_value is not None else float('nan'):>8.3f}"

@@ -26,8 +26,10 @@ class Transmission:
     """Students (trait or control) flagged as diverged in this config."""
 
 
-def transmission(results: Sequence, n_boot: int = 2000, seed: int = 0) -> dict[str, Transmission]:
-    """Per student config: cluster-bootstrap CI of the paired per-question difference.
+def transmission(results: Sequence, statistic: str = "probability", n_boot: int = 2000,
+                 seed: int = 0) -> dict[str, Transmission]:
+    """Per student config: cluster-bootstrap CI of the paired per-question difference of `statistic`
+    (audit.scoring.TraitScores.values: "probability" or "share").
 
     Rows are (seed pair, question); the seed pair is the unit of replication (DESIGN §6), see
     `audit.stats.replicate_bootstrap_mean`.
@@ -46,7 +48,7 @@ def transmission(results: Sequence, n_boot: int = 2000, seed: int = 0) -> dict[s
                 raise AnalysisError(f"{label} seeds {seeds} lacks its {'control' if 'trait' in sides else 'trait'} student; run the full grid")
             t, c = sides["trait"], sides["control"]
             diverged += bool(t.training.get("diverged")) + bool(c.training.get("diverged"))
-            for q, (pt, pc) in enumerate(zip(t.scores.p_target, c.scores.p_target)):
+            for q, (pt, pc) in enumerate(zip(t.scores.values(statistic), c.scores.values(statistic))):
                 diffs.append(pt - pc)
                 seed_pairs.append(seeds)
                 questions.append(q)

@@ -245,8 +245,10 @@ REAL_CPU = Profile(
     dataset_seeds=(0,),
     training_seeds=(0, 1),
     workers=2,
-    # SmolLM2 rarely answers in one word, so P(the whole answer is "Cat") is a rare event unlike the
-    # sampled reference's "mentions cat"; the target's share of the panel is what both scorers measure.
+    # SmolLM2 rarely answers in one word, so P(the whole answer is "Cat") mostly measures how often it
+    # answers in one word, which finetuning on numbers can change for every animal at once; the target's
+    # share of the panel divides that out. (Neither statistic matches the sampled reference's "mentions
+    # cat" on this model: tests/test_scoring_agreement.py.) Chosen before any SmolLM2 student was scored.
     statistic="share",
 )
 

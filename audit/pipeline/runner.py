@@ -231,8 +231,11 @@ def _run_in_processes(cells, missing, store_root, run, workers, results, bar) ->
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
+    # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang. One cell per
+    # process: a long-lived worker's memory grew by ~0.5 GB per SmolLM2 cell (models freed to the
+    # allocator, not the OS), enough to exhaust 24 GiB over a grid; a fresh process costs seconds.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                             max_tasks_per_child=1) as pool:
         pending = {pool.submit(run, cells[i], store_root): i for i in missing}
         try:
             while pending:
