@@ -180,6 +180,14 @@ class AuditResults(_Frozen):
         c = self.counts()
         return c["failed"] == 0 and c["error"] == 0 and not self.session_failures
 
+    @property
+    def status(self) -> str:
+        """"FAIL" (not ok), "INCONCLUSIVE" (nothing failed, but no check passed either: all skipped or not
+        run, e.g. no transmission to test a claim on) or "PASS"."""
+        if not self.ok:
+            return "FAIL"
+        return "PASS" if self.counts()["passed"] else "INCONCLUSIVE"
+
 
 def is_finite_effect(effect: Effect | None) -> bool:
     return effect is not None and all(math.isfinite(v) for v in (effect.value, effect.ci_low, effect.ci_high))

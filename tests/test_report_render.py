@@ -82,6 +82,10 @@ def test_verdict_is_pass_only_without_failures():
     assert ok.ok and "PASS" in render_markdown(ok)
     assert not sample_results().ok
     assert not sample_results(checks=[], session_failures=["gate not evaluated"]).ok
+    skipped_only = sample_results(checks=[c.model_copy(update={"outcome": "skipped"}) for c in sample_results().checks])
+    assert skipped_only.ok and skipped_only.status == "INCONCLUSIVE"
+    assert "INCONCLUSIVE" in render_markdown(skipped_only) and "INCONCLUSIVE" in render_html(skipped_only)
+    assert ok.status == "PASS" and sample_results().status == "FAIL"
 
 
 def test_svg_plots_are_well_formed_xml_with_escaped_labels():
