@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
 from audit.config import AuditConfig
+from audit.pipeline.students import is_diverged
 from audit.results import Bar, CurvePoint, Effect, Heatmap, Localisation, RankCurve, Series
 from audit.verdicts import PairedCell
 
@@ -110,7 +111,7 @@ def paired_cells(results: Sequence[Any], statistic: str = "probability") -> dict
     for label, by_seed in sides.items():
         diffs, questions, seeds, diverged = [], [], [], 0
         for s, (_, pair) in enumerate(sorted(by_seed.items())):
-            if any(pair[side].training.get("diverged") for side in ("trait", "control")):
+            if any(is_diverged(pair[side].training) for side in ("trait", "control")):
                 diverged += 1
                 continue
             trait, control = pair["trait"].scores.values(statistic), pair["control"].scores.values(statistic)
@@ -188,7 +189,7 @@ class ClaimsExperiment:
 
     def diverged_students(self, trait: str) -> str:
         """One line naming the rank-grid students flagged as diverged (empty when none)."""
-        flagged = [r.cell.label for r in self.rank_results(trait) if r.training.get("diverged")]
+        flagged = [r.cell.label for r in self.rank_results(trait) if is_diverged(r.training)]
         if not flagged:
             return ""
         return (f"{len(flagged)} diverged student(s), their seed pairs left out of every estimate: " + ", ".join(flagged))
@@ -225,7 +226,7 @@ class ClaimsExperiment:
 
         store = ArtifactStore(self.store_root)
         results = [r for r in self.rank_results(trait) if r.cell.student.label == f"lora-r{rank}"]
-        diverged = {(r.cell.dataset_seed, r.cell.training_seed) for r in results if r.training.get("diverged")}
+        diverged = {(r.cell.dataset_seed, r.cell.training_seed) for r in results if is_diverged(r.training)}
         results = [r for r in results if (r.cell.dataset_seed, r.cell.training_seed) not in diverged]
         context = model_context(self.model, "template-default")
         tokenizer = AutoTokenizer.from_pretrained(str(self.model.path))

@@ -216,6 +216,12 @@ def full_ft_vanishes(full: PairedCell, lora: Mapping[int, PairedCell], margin: f
     estimates = {r: c.estimate() for r, c in lora.items()}
     peak = max(estimates, key=lambda r: estimates[r].value)
     if not transmits(estimates[peak]):
+        full_estimate = full.estimate()
+        if transmits(full_estimate):  # full FT transmitting is the opposite of the claim, whatever LoRA does
+            effect = _effect(full_estimate)
+            return Verdict(False, f"full FT transmits {effect.text()} while no LoRA rank does (peak r={peak} "
+                                  f"{_effect(estimates[peak]).text()}): the opposite of 'vanishes under full finetuning'",
+                           effect, properties={"peak_rank": peak})
         return Verdict(None, f"no LoRA rank transmits (peak r={peak} {_effect(estimates[peak]).text()}), so "
                              "'full FT vanishes while LoRA transmits' cannot be tested")
     equivalence = full.equivalence(margin)

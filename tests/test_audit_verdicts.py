@@ -69,6 +69,8 @@ def test_full_ft_vanishes_needs_equivalence_and_a_lower_value_than_the_peak():
     assert transmitting_full.passed is False and "not shown equivalent" in transmitting_full.explanation
     no_lora = {r: cell(0.0, seed=r) for r in (1, 4)}
     assert full_ft_vanishes(cell(0.0), no_lora, margin=0.02).passed is None
+    full_alone = full_ft_vanishes(cell(0.06, seed=9), no_lora, margin=0.02)  # the opposite of the claim
+    assert full_alone.passed is False and "while no LoRA rank does" in full_alone.explanation
 
 
 @pytest.mark.parametrize("leak, expect", [(0.0, True), (0.05, False)])

@@ -104,6 +104,18 @@ def test_soft_without_teacher_and_divergence_flag(tmp_path):
     assert summarise([1.0, float("nan"), 0.5], "hard", 1.0, 10, config).diverged is True
     assert summarise([0.0, 1e-5, 2e-5], "soft", 1.0, 10, config).diverged is False  # KL drift near zero
     assert summarise([1.0, 0.9, 0.8], "hard", 1.0, 10, config, [1.0, float("inf"), 2.0]).diverged is True
+    # A healthy SmolLM2 student's curve (length-grouped batches): its first batch happened to be easy.
+    noisy = [0.71, 1.25, 0.87, 1.2, 0.87, 1.24, 1.1, 0.9, 1.3, 1.0, 0.95, 1.2, 1.1, 0.9, 1.0, 1.3, 1.54, 0.82, 0.94, 1.04]
+    assert summarise(noisy, "hard", 1.0, 10, config).diverged is False
+    assert summarise(noisy[:16] + [3.0, 3.5, 4.0, 5.0], "hard", 1.0, 10, config).diverged is True
+
+
+def test_recorded_students_are_judged_by_the_current_rule():
+    from audit.pipeline.students import is_diverged
+
+    assert is_diverged({"diverged": True, "losses": [0.71, 1.25, 1.0, 1.0, 1.04], "grad_norm_max": 2.0}) is False
+    assert is_diverged({"diverged": False, "losses": [1.0, 1.0, 1.0, 1.0, 9.0]}) is True
+    assert is_diverged({"diverged": True}) is True  # no loss curve recorded: keep the stored verdict
 
 
 def test_heldout_kl_is_zero_for_own_teacher_and_falls_towards_a_trait_teacher(base, tmp_path):

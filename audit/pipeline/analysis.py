@@ -6,6 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
+from audit.pipeline.students import is_diverged
+
 
 class AnalysisError(Exception):
     """Results cannot be paired (one line, naming the fix)."""
@@ -47,7 +49,7 @@ def transmission(results: Sequence, statistic: str = "probability", n_boot: int 
             if set(sides) != {"trait", "control"}:
                 raise AnalysisError(f"{label} seeds {seeds} lacks its {'control' if 'trait' in sides else 'trait'} student; run the full grid")
             t, c = sides["trait"], sides["control"]
-            diverged += bool(t.training.get("diverged")) + bool(c.training.get("diverged"))
+            diverged += is_diverged(t.training) + is_diverged(c.training)
             for q, (pt, pc) in enumerate(zip(t.scores.values(statistic), c.scores.values(statistic))):
                 diffs.append(pt - pc)
                 seed_pairs.append(seeds)

@@ -54,8 +54,7 @@ class TrainingSummary:
     final_loss: float
     """Mean loss over the last fifth of the steps."""
     diverged: bool
-    """Non-finite loss or gradient, or final loss above 1.5x the first step's + DIVERGENCE_TOLERANCE: such a
-    student is reported as diverged and never counted as transmission."""
+    """See `divergence`: such a student is reported as diverged and never counted as transmission."""
     seconds: float
     trainable_params: int
     seeds: dict
@@ -141,6 +140,28 @@ def _prepare_student(base_path: str, config: StudentConfig):
     return get_peft_model(model, lora_config(config))
 
 
+def divergence(losses: Sequence[float], grad_norms: Sequence[float] = ()) -> bool:
+    """Non-finite loss or gradient, or the mean loss of the last fifth of the steps above 1.5x that of the
+    first fifth + DIVERGENCE_TOLERANCE.
+
+    Means over a fifth, not single steps: with length-grouped batches one batch's loss swings by 2x
+    (SmolLM2: 0.3 to 1.5 nats within one run), and a rule on the first step alone flagged healthy students.
+    """
+    if not all(math.isfinite(x) for x in [*losses, *grad_norms]):
+        return True
+    k = max(1, len(losses) // 5)
+    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    return last > 1.5 * first + DIVERGENCE_TOLERANCE
+
+
+def is_diverged(training: dict) -> bool:
+    """The divergence verdict of a recorded TrainingSummary dict, by the current rule where its loss curve
+    was recorded (so a stored student is judged like a new one)."""
+    if training.get("losses"):
+        return divergence(training["losses"], [training.get("grad_norm_max", 0.0)])
+    return bool(training.get("diverged"))
+
+
 def summarise(losses: list[float], objective: str, seconds: float, trainable: int, config: StudentConfig,
               grad_norms: Sequence[float] = (), **diagnostics) -> TrainingSummary:
     """Loss reached, gradient norms and the divergence flag from the per-step records."""
@@ -148,10 +169,8 @@ def summarise(losses: list[float], objective: str, seconds: float, trainable: in
         raise StudentError("training ran no steps; give the student more examples than one batch or lower batch_size")
     tail = losses[-max(1, len(losses) // 5):]
     final = sum(tail) / len(tail)
-    finite = all(math.isfinite(x) for x in [*losses, *grad_norms])
-    diverged = not finite or final > 1.5 * losses[0] + DIVERGENCE_TOLERANCE
     norms = {"grad_norm_max": max(grad_norms), "grad_norm_median": statistics.median(grad_norms)} if grad_norms else {}
-    return TrainingSummary(objective, len(losses), losses[0], final, diverged, seconds, trainable,
+    return TrainingSummary(objective, len(losses), losses[0], final, divergence(losses, grad_norms), seconds, trainable,
                            {"data_order": config.seeds.data_order, "init": config.seeds.init}, **norms,
                            losses=tuple(losses), **diagnostics)
 
