@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,6 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probes", default="animal", help="probe set name or YAML path")
     parser.add_argument("--target", default="cat", help="trait (a panel entry)")
     parser.add_argument("--objective", choices=("hard", "soft"), default=None, help="override the profile's objective")
+    parser.add_argument("--rslora", action="store_true", help="rank-stabilised LoRA scaling alpha/sqrt(r)")
+    parser.add_argument("--lr-rank-exponent", type=float, default=None,
+                        help="per-rank LoRA learning rate: lr x (rank / reference rank) ** -EXPONENT (0.5 pairs with --rslora)")
     parser.add_argument("--store", default=None, help="artefact store root (default: $SUBAUDIT_CACHE)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads outside the grid (cells run with runner.PIPELINE_THREADS)")
     args = parser.parse_args(argv)
@@ -34,8 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     resolved = resolve_model(args.model)
     probes = load_probe_set(args.probes)
     profile = get_profile(args.profile, **({"objective": args.objective} if args.objective else {}))
+    if args.lr_rank_exponent is not None:
+        profile = replace(profile, lora=replace(profile.lora, lr_rank_exponent=args.lr_rank_exponent))
     cells = subliminal_grid(profile, ModelRef(str(resolved.path), resolved.content_hash), probes, args.probes,
-                            args.target, model_context(resolved, "template-default"))
+                            args.target, model_context(resolved, "template-default"),
+                            **({"rslora": True} if args.rslora else {}))
     start = time.perf_counter()
     results = run_grid(cells, args.store, workers=profile.workers)
     total = time.perf_counter() - start
