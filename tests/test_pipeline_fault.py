@@ -41,6 +41,20 @@ def train(*args, **kwargs):
     return summary
 
 runner.train_student = train
+
+# Hold the kill_at-th student after its first optimiser step, so the kill lands mid-training however fast
+# the machine is (a tiny student trains in well under a second).
+import audit.pipeline.training as training
+real_schedule = training.linear_warmup_decay
+
+def schedule(step, total, warmup):
+    if len(calls) == kill_at and step == 1:
+        with open(log, "a") as f:
+            f.write("mid-training\n")
+        time.sleep(600)
+    return real_schedule(step, total, warmup)
+
+training.linear_warmup_decay = schedule
 results = run_grid(small_grid(base, store), store, progress=False)
 json.dump({"trained": len(calls),
            "cached": [r.stage_seconds == {} for r in results],
@@ -68,11 +82,10 @@ def test_sigkill_during_training_resumes_and_matches_uninterrupted_run(tmp_path)
     log = tmp_path / "kill.log"
     killed = run_child(base, tmp_path / "store", log, kill_at=2, out=tmp_path / "unused.json")
     deadline = time.time() + 240
-    while "start 2" not in (log.read_text() if log.exists() else ""):
+    while "mid-training" not in (log.read_text() if log.exists() else ""):
         assert killed.poll() is None, killed.stderr.read().decode()[-2000:]
-        assert time.time() < deadline, "the second student never started training"
+        assert time.time() < deadline, "the second student never reached its second step"
         time.sleep(0.02)
-    time.sleep(0.2)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     assert "trained" not in log.read_text(), "the kill landed after training; it must land during it"
