@@ -214,8 +214,10 @@ QUICK = Profile(
     # 1024 prompts per teacher; the model's own 95% gate uses another prompt mix). Higher lr than the
     # paper: from-scratch model, and each student sees only 40 steps.
     # Objective: hard labels (the reference). Transmission (cat - control student, 2 training seeds,
-    # exact P(cat), pp). tiny-qwen v3 hard: r1 +0.01, r4 +0.01, r16 +0.46 (seeds +0.71, +0.21),
-    # r64 -0.37, full -0.03. v2 hard: r1 -0.01, r4 -0.02, r16 -0.25, r64 +1.66 (seeds +2.29, +1.02),
+    # exact P(cat), pp). tiny-qwen v3 hard, own training loop (5cfa9fa): r1 -0.00, r4 +0.00, r16 -0.04,
+    # r64 -0.04, full +0.19 [+0.17, +0.22]. Under Trainer (same data, another batch order) it was r1 +0.01,
+    # r4 +0.01, r16 +0.46 (seeds +0.71, +0.21), r64 -0.37, full -0.03: at 2 seed pairs the rank pattern
+    # is within batch-order noise. v2 hard: r1 -0.01, r4 -0.02, r16 -0.25, r64 +1.66 (seeds +2.29, +1.02),
     # full -0.16; v2 soft: r1 0.00, r4 +0.05, r16 +0.12, r64 +0.33, full +0.69. Hard labels transmit
     # at one rank with both seeds positive; soft labels cost 45% more training time and flag every
     # full-FT student as diverged (KL starts at ~0), so quick keeps hard labels.
