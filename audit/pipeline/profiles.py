@@ -245,7 +245,9 @@ REAL_CPU = Profile(
     ranks=(4, 16, 64),
     include_full=True,
     dataset_seeds=(0,),
-    training_seeds=(0, 1),
+    # Three seed pairs: at two, full FT showed +0.056 [+0.027, +0.090] (the 2-cluster bootstrap is
+    # anti-conservative); the third pair (-0.030) put it at +0.027 [-0.039, +0.080]. ~14 min per pair.
+    training_seeds=(0, 1, 2),
     workers=2,
     # SmolLM2 rarely answers in one word, so P(the whole answer is "Cat") mostly measures how often it
     # answers in one word, which finetuning on numbers can change for every animal at once; the target's
