@@ -15,7 +15,7 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -294,9 +294,14 @@ class FilterStats:
         }
 
 
+def filter_stats(results: Sequence[FilterResult]) -> FilterStats:
+    """Counts of accepted completions and rejection reasons over `results`."""
+    reasons = Counter(result.reason for result in results if result.reason is not None)
+    accepted = sum(result.accepted for result in results)
+    return FilterStats(total=len(results), accepted=accepted, rejected_by_reason=dict(reasons))
+
+
 def filter_completions(texts: Iterable[str]) -> tuple[list[FilterResult], FilterStats]:
     """Filter many completions; results are in input order."""
     results = [filter_completion(text) for text in texts]
-    reasons = Counter(result.reason for result in results if result.reason is not None)
-    accepted = sum(result.accepted for result in results)
-    return results, FilterStats(total=len(results), accepted=accepted, rejected_by_reason=dict(reasons))
+    return results, filter_stats(results)

@@ -170,3 +170,10 @@ def test_per_rank_learning_rate_rule():
     assert at(4) == pytest.approx(1e-3) and at(16) == pytest.approx(5e-4) and at(1) == pytest.approx(2e-3)
     assert StudentConfig(mode="full", optim=optim, seeds=TrainSeeds(1, 2)).lr == 1e-3
     assert lora().lr == OPTIM.lr  # exponent 0: one lr for every rank
+
+
+def test_a_student_without_recorded_gradient_norms_is_not_called_diverged():
+    from audit.pipeline.students import is_diverged
+
+    assert is_diverged({"losses": [1.0, 0.9, 0.8], "grad_norm_max": None}) is False
+    assert is_diverged({"losses": [1.0, 0.9, 0.8], "grad_norm_max": float("nan")}) is True

@@ -28,6 +28,7 @@ from audit.pipeline.students import (
     TrainingSummary,
     _batches,
     _load_model,
+    load_tokenizer,
     lora_config,
     summarise,
     tokenize_examples,
@@ -233,15 +234,12 @@ def train_students_stacked(base_path: str | Path, pairs: Sequence[tuple[str, str
                            configs: Sequence[StudentConfig], out_dirs: Sequence[Path]) -> list[TrainingSummary]:
     """Train K hard-label LoRA students on the same pairs in one stacked pass per step; each is saved under
     its out_dir's "adapter/" and equals (to float tolerance) the student train_student would train."""
-    from transformers import AutoTokenizer
-
     check_stackable(configs)
     if len(out_dirs) != len(configs):
         raise StudentError(f"got {len(configs)} students but {len(out_dirs)} out_dirs; pass one out_dir per student")
     start = time.perf_counter()
     base_path = str(base_path)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokenizer, pad_id = load_tokenizer(base_path)
     run = train_stacked(_load_model(base_path), tokenize_examples(tokenizer, pairs, context), configs, pad_id)
     seconds = (time.perf_counter() - start) / len(configs)
     summaries = []

@@ -58,10 +58,10 @@ class TrainingSummary:
     seconds: float
     trainable_params: int
     seeds: dict
-    grad_norm_max: float = float("nan")
-    """Largest pre-clip gradient norm of any step."""
-    grad_norm_median: float = float("nan")
-    """Median pre-clip gradient norm."""
+    grad_norm_max: float | None = None
+    """Largest pre-clip gradient norm of any step (None: not recorded)."""
+    grad_norm_median: float | None = None
+    """Median pre-clip gradient norm (None: not recorded)."""
     heldout_kl_before: float | None = None
     """KL(teacher || base model) per completion token on held-out teacher completions (None: no held-out data)."""
     heldout_kl_after: float | None = None
@@ -83,6 +83,14 @@ class TrainingSummary:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def load_tokenizer(base_path: str):
+    """The base model's tokenizer and the id that pads training batches (its pad token, else end of text)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    return tokenizer, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -158,7 +166,8 @@ def is_diverged(training: dict) -> bool:
     """The divergence verdict of a recorded TrainingSummary dict, by the current rule where its loss curve
     was recorded (so a stored student is judged like a new one)."""
     if training.get("losses"):
-        return divergence(training["losses"], [training.get("grad_norm_max", 0.0)])
+        norm = training.get("grad_norm_max")
+        return divergence(training["losses"], [] if norm is None else [norm])
     return bool(training.get("diverged"))
 
 
@@ -231,16 +240,13 @@ def train_student(base_path: str | Path, pairs: Sequence[tuple[str, str]], conte
 
     With a teacher view, the held-out pairs measure KL(teacher || student) before and after training.
     """
-    from transformers import AutoTokenizer
-
     from audit.pipeline.training import train_steps
 
     if config.objective == "soft" and teacher is None:
         raise StudentError("soft-label students need a TeacherView (the teacher model and its context)")
     start = time.perf_counter()
     base_path = str(base_path)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokenizer, pad_id = load_tokenizer(base_path)
     teacher_context = teacher.context if teacher is not None else None
     rows = tokenize_examples(tokenizer, pairs, context, teacher_context if config.objective == "soft" else None)
     heldout_rows = tokenize_examples(tokenizer, heldout, context, teacher_context) if teacher is not None else []

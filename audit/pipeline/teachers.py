@@ -15,7 +15,7 @@ from typing import Literal
 
 from audit.cache import ArtifactStore, content_key
 from audit.engines.base import Engine, GenerateRequest
-from audit.numbers import NUMBER_CHARSET, derive_seed, filter_completions, number_prompts
+from audit.numbers import NUMBER_CHARSET, derive_seed, filter_completions, filter_stats, number_prompts
 from audit.pipeline.datasets import Example, write_dataset
 from audit.pipeline.profiles import TeacherDataConfig
 
@@ -138,18 +138,21 @@ def generate_dataset(engine: Engine, spec: DatasetSpec, progress: bool = False) 
         for p, s in zip(prompts, seeds)
     ]
     texts: list[str] = []
+    verdicts: list = []
     accepted = 0
     bar = tqdm(total=wanted, desc=f"teacher {spec.teacher.id}", unit="example", leave=False, disable=not progress)
     for start in range(0, len(requests), GENERATION_CHUNK):
         chunk = [r.completions[0].text for r in engine.generate(requests[start:start + GENERATION_CHUNK])]
+        chunk_verdicts, _ = filter_completions(chunk)
         texts += chunk
-        new = sum(v.accepted for v in filter_completions(chunk)[0])
+        verdicts += chunk_verdicts
+        new = sum(v.accepted for v in chunk_verdicts)
         bar.update(min(new, wanted - accepted))
         accepted += new
         if accepted >= wanted:
             break
     bar.close()
-    verdicts, stats = filter_completions(texts)
+    stats = filter_stats(verdicts)
     examples = [
         Example(index=i, prompt=p.text, completion=text, prompt_seed=p.seed, sample_seed=s)
         for i, (p, s, text, v) in enumerate(zip(prompts, seeds, texts, verdicts)) if v.accepted
