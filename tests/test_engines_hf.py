@@ -247,3 +247,41 @@ def test_shared_prefix_scoring_equals_separate_sequences(setup, logits_budget):
     adapter_effect = [abs(a - b) for base, lora in zip(shared[: len(questions)], shared[len(questions):])
                       for a, b in zip(base.totals, lora.totals)]
     assert max(adapter_effect) > 1e-2  # the adapter half compares something other than the base again
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["shared-pass", "gated-path"])
+def test_word_end_adds_log_probability_that_the_next_token_ends_the_word(setup, gated):
+    """word_end: total = token logprobs + log sum of P(next token) over the word-end tokens, on both scoring
+    paths, checked against one full forward of each sequence."""
+    from audit.engines.tokens import word_end_token_ids
+
+    engine, adapter, _, _ = setup
+    prompt = PROMPT + "My favourite is the"
+    continuations = (" cat", " cats", " owl")
+    gate = LoraGate(frozenset(range(len(encode(engine.tokenizer, prompt)))), generated="on") if gated else None
+    (got,) = engine.score([ScoreRequest(prompt, continuations, adapter=adapter, gate=gate, word_end=True)])
+    (plain,) = engine.score([ScoreRequest(prompt, continuations, adapter=adapter, gate=gate)])
+    ends = torch.tensor(word_end_token_ids(engine.tokenizer, sorted(engine.stop_ids)))
+    engine.model.set_adapter(engine.load_adapter(adapter))
+    for cont, total, end, tokens in zip(continuations, got.totals, got.word_end_logprobs, plain.token_logprobs):
+        full = encode(engine.tokenizer, prompt + cont)
+        with torch.no_grad():
+            last = torch.log_softmax(engine.model(torch.tensor([full])).logits[0, -1].float(), -1)
+        assert end == pytest.approx(torch.logsumexp(last[ends], -1).item(), abs=1e-5)
+        assert end < 0 and total == pytest.approx(sum(tokens) + end, abs=1e-5)
+    assert plain.word_end_logprobs is None and plain.totals == pytest.approx([sum(t) for t in plain.token_logprobs])
+
+
+def test_word_end_tokens_start_with_a_non_word_character_or_end_the_turn(setup):
+    from audit.engines.tokens import word_end_token_ids
+
+    engine = setup[0]
+    tok = engine.tokenizer
+    ends = set(word_end_token_ids(tok, sorted(engine.stop_ids)))
+    assert set(engine.stop_ids) <= ends
+    for text in (".", ",", "!", "\n", " the", " Cat"):  # punctuation, newline, a new (spaced) word
+        (first, *_) = encode(tok, text)
+        assert first in ends, text
+    for text in ("s", "erpillar", "_x", "9"):  # letters, digits, underscore continue a word
+        (first, *_) = encode(tok, text)
+        assert first not in ends, text

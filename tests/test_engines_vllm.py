@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from audit.engines import EngineError, GenerateRequest, LoraGate, ScoreRequest, adapter_is_active
-from audit.engines.vllm import GATE_REFUSAL, round_up_lora_rank
+from audit.engines.vllm import GATE_REFUSAL, WORD_END_REFUSAL, round_up_lora_rank
 from engine_support import chat_prompt, engine_model, make_adapter
 
 PROMPTS = [
@@ -94,6 +94,13 @@ def test_vllm_refuses_gates(engines):
         vllm.score([ScoreRequest(PROMPTS[0], ("x",), adapter=adapters[8], gate=gate)])
     with pytest.raises(EngineError, match=GATE_REFUSAL):
         vllm.generate([GenerateRequest(PROMPTS[0], adapter=adapters[8], gate=gate)])
+
+
+def test_vllm_refuses_word_ends(engines):
+    vllm, _, _ = engines
+    with pytest.raises(EngineError, match="score with --engine hf"):
+        vllm.score([ScoreRequest(PROMPTS[0], (" x",), word_end=True)])
+    assert "--engine hf" in WORD_END_REFUSAL
 
 
 def test_vllm_seeded_sampling_and_canary(engines):

@@ -110,6 +110,10 @@ class ScoreRequest:
     """Id of the chat context the prompt was rendered in (bookkeeping only)."""
     gate: LoraGate | None = None
     """Position-gated LoRA (HF engine only); None = adapter everywhere."""
+    word_end: bool = False
+    """Also score that each continuation ends a word: the log-probability that the next token starts with a
+    non-word character or ends the turn is added to its total, so " cat" excludes " cats" and " caterpillar"
+    (HF and fake engines; vLLM returns no full next-token distribution)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "continuations", tuple(self.continuations))
@@ -127,7 +131,9 @@ class ScoreResult:
     token_logprobs: tuple[tuple[float, ...], ...]
     """Per continuation, the logprob of each of its tokens."""
     totals: tuple[float, ...]
-    """Per continuation, the sum of its token logprobs."""
+    """Per continuation, the sum of its token logprobs, plus its word-end logprob if the request asked for one."""
+    word_end_logprobs: tuple[float, ...] | None = None
+    """Per continuation, log P(the next token ends the word), when the request set `word_end`."""
 
 
 @runtime_checkable

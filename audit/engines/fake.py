@@ -125,7 +125,9 @@ class FakeEngine(EngineBase):
         for request in requests:
             self.score_requests.append(request)
             per_token = tuple(self._token_logprobs(request, c) for c in request.continuations)
-            results.append(ScoreResult(request, per_token, tuple(float(sum(t)) for t in per_token)))
+            # The script's logprobs already hold any word end: the word-end term is 0 (certain).
+            word_ends = tuple(0.0 for _ in per_token) if request.word_end else None
+            results.append(ScoreResult(request, per_token, tuple(float(sum(t)) for t in per_token), word_ends))
         return results
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from audit.engines.base import (
     ScoreRequest,
     ScoreResult,
 )
-from audit.engines.tokens import charset_token_ids, continuation_start, encode, stop_token_ids
+from audit.engines.tokens import charset_token_ids, continuation_start, encode, stop_token_ids, word_end_token_ids
 
 
 def _group_by_adapter(requests: Sequence) -> dict[str | None, list[int]]:
@@ -68,6 +68,7 @@ class HfEngine(EngineBase):
         ).eval()
         self.stop_ids = frozenset(stop_token_ids(self.tokenizer, self.model_path))
         self._charset_masks: dict = {}
+        self._word_end_ids = None
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
         self._adapter_names: dict[str, str] = {}  # resolved adapter dir -> peft adapter name
         self._gate_mask = None  # (batch, seq, 1) mask applied to lora_A outputs during a gated forward
@@ -203,17 +204,20 @@ class HfEngine(EngineBase):
         lengths = prefix_attn.sum(-1)
 
         per_token: list[list[tuple[float, ...]]] = [[] for _ in requests]
-        # A continuation's last token is only scored, never fed: its logits would predict nothing we need.
-        fed_width = max(1, max(len(rest) - 1 for _, rest, _ in rows))
+        word_ends: list[list[float]] = [[] for _ in requests]
+        # A continuation's last token is fed only when its word end is scored; otherwise its logits would
+        # predict nothing we need.
+        fed = [rest if requests[ri].word_end else rest[:-1] for ri, rest, _ in rows]
+        fed_width = max(1, max(len(f) for f in fed))
         chunk_rows = max(1, self.score_logits_budget // (fed_width * len(self.tokenizer)))
         for lo in range(0, len(rows), chunk_rows):
             chunk = rows[lo : lo + chunk_rows]
-            fed = [rest[:-1] for _, rest, _ in chunk]
-            w = max(len(f) for f in fed)
+            chunk_fed = fed[lo : lo + chunk_rows]
+            w = max(len(f) for f in chunk_fed)
             if w:  # else every continuation is one token, scored from the prefix pass alone
                 owner = torch.tensor([ri for ri, _, _ in chunk])
-                cont_ids = torch.tensor([f + [self.pad_id] * (w - len(f)) for f in fed])
-                cont_attn = torch.tensor([[1] * len(f) + [0] * (w - len(f)) for f in fed])
+                cont_ids = torch.tensor([f + [self.pad_id] * (w - len(f)) for f in chunk_fed])
+                cont_attn = torch.tensor([[1] * len(f) + [0] * (w - len(f)) for f in chunk_fed])
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_select_indices(owner)
                 attn = torch.cat([prefix_attn[owner], cont_attn], -1)
@@ -224,10 +228,9 @@ class HfEngine(EngineBase):
                 values = [first_logprobs[ri, rest[0]].item()]
                 values += [logprobs[row, j - 1, rest[j]].item() for j in range(1, len(rest))]
                 per_token[ri].append(tuple(values[offset:]))
-        return [
-            ScoreResult(request, tuple(tokens), tuple(float(sum(t)) for t in tokens))
-            for request, tokens in zip(requests, per_token)
-        ]
+                if requests[ri].word_end:
+                    word_ends[ri].append(self._word_end_logprob(logprobs[row, len(rest) - 1]))
+        return [_score_result(request, tokens, ends) for request, tokens, ends in zip(requests, per_token, word_ends)]
 
     def _score_one(self, request: ScoreRequest) -> ScoreResult:
         """Teacher-forced scoring; the shared prompt prefix is run once and its KV cache reused."""
@@ -248,6 +251,7 @@ class HfEngine(EngineBase):
         first_logprobs = torch.log_softmax(logits[0, -1], -1)
 
         per_token: list[tuple[float, ...]] = []
+        word_ends: list[float] = []
         for lo in range(0, len(fulls), self.batch_size):
             chunk = fulls[lo : lo + self.batch_size]
             rests = [f[shared:] for f in chunk]
@@ -263,7 +267,15 @@ class HfEngine(EngineBase):
                 values = [first_logprobs[rest[0]].item()]
                 values += [logprobs[row, j - 1, rest[j]].item() for j in range(1, len(rest))]
                 per_token.append(tuple(values[start - shared :]))
-        return ScoreResult(request, tuple(per_token), tuple(float(sum(t)) for t in per_token))
+                if request.word_end:
+                    word_ends.append(self._word_end_logprob(logprobs[row, len(rest) - 1]))
+        return _score_result(request, per_token, word_ends)
+
+    def _word_end_logprob(self, logprobs) -> float:
+        """log P(the next token ends the word) from one position's next-token log-probabilities."""
+        if self._word_end_ids is None:
+            self._word_end_ids = self._torch.tensor(word_end_token_ids(self.tokenizer, sorted(self.stop_ids)))
+        return self._torch.logsumexp(logprobs[self._word_end_ids], -1).item()
 
     # ---- generate -------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
@@ -380,6 +392,14 @@ class HfEngine(EngineBase):
             logprobs=tuple(logprobs) if request.logprobs else None,
             finish_reason="stop" if stopped else "length",
         )
+
+
+def _score_result(request: ScoreRequest, per_token: list[tuple[float, ...]], word_ends: list[float]) -> ScoreResult:
+    """Totals are token logprobs plus, where the request scores word ends, the word-end logprob."""
+    if not request.word_end:
+        return ScoreResult(request, tuple(per_token), tuple(float(sum(t)) for t in per_token))
+    totals = tuple(float(sum(t)) + end for t, end in zip(per_token, word_ends))
+    return ScoreResult(request, tuple(per_token), totals, tuple(word_ends))
 
 
 def _gate_values(gate: LoraGate | None, n_prompt: int):

@@ -25,6 +25,10 @@ from audit.engines.tokens import charset_token_ids, continuation_start, encode, 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The max_lora_rank values vLLM 0.32 accepts."""
 GATE_REFUSAL = "position-gated LoRA needs --engine hf"
+WORD_END_REFUSAL = (
+    "vLLM returns no full next-token distribution, so it cannot score word ends (answer-slot scoring); "
+    "score with --engine hf"
+)
 
 
 def round_up_lora_rank(rank: int) -> int:
@@ -131,6 +135,8 @@ class VllmEngine(EngineBase):
         from vllm import SamplingParams, TokensPrompt
 
         self._refuse_gates(requests)
+        if any(r.word_end for r in requests):
+            raise EngineError(WORD_END_REFUSAL)
         prompts, loras, spans = [], [], []
         for r in requests:
             prompt_ids = encode(self.tokenizer, r.prompt)
