@@ -58,30 +58,18 @@ def gate_for(condition: str, tmap, entity: str):
 
 
 def gated_values(engine, tokenizer, probes, context, target: str, adapter: str, condition: str,
-                 statistic: str = "probability") -> list[float]:
-    """Per question P(answer is target), or its share of the panel, with position-gated LoRA (exact scoring,
-    as audit.scoring.ExactScorer)."""
-    import math
-
+                 statistic: str = "probability", prefill: bool = False) -> tuple[float, ...]:
+    """Per question `statistic` of the target with position-gated LoRA (exact scoring, audit.scoring.ExactScorer)."""
     from audit.chat import token_map
-    from audit.engines import ScoreRequest
-    from audit.scoring import whole_answer
+    from audit.scoring import ExactScorer
 
     entity = default_prompt_entity(context) if "entity" in condition else ""
-    forms = [(i, form) for i, entry in enumerate(probes.panel) for form in entry.surface_forms]
-    target_index = probes.names.index(target)
-    requests = []
-    for question in probes.questions:
-        gate = gate_for(condition, token_map(tokenizer, context, question), entity)
-        continuations = tuple(whole_answer(context, question, form) for _, form in forms)
-        requests.append(ScoreRequest(context.render_prompt(question), continuations, adapter=adapter,
-                                     context_id=context.id, gate=gate))
-    out = []
-    for result in engine.score(requests):
-        target_p = sum(math.exp(t) for (i, _), t in zip(forms, result.totals) if i == target_index)
-        panel_p = sum(math.exp(t) for t in result.totals)
-        out.append(target_p / panel_p if statistic == "share" else target_p)
-    return out
+    scorer = ExactScorer(prefill=prefill)
+    # Gates index the chat prompt's tokens; a prefilled answer start comes after them, so it counts as answer.
+    gate = None if condition == "everywhere" else (
+        lambda question: gate_for(condition, token_map(tokenizer, context, question), entity))
+    requests = scorer.requests(probes, context, adapter, gate=gate)
+    return scorer.scores(probes, context, target, engine.score(requests)).values(statistic)
 
 
 def model_context(model: Any, system: str):
@@ -248,8 +236,10 @@ class ClaimsExperiment:
                 diffs, questions, seeds = [], [], []
                 for s, (_, adapters) in enumerate(sorted(by_seed.items())):
                     trait_kind = next(k for k in adapters if k != "control")
-                    pt = gated_values(engine, tokenizer, self.probes, context, trait, adapters[trait_kind], condition, stat)
-                    pc = gated_values(engine, tokenizer, self.probes, context, trait, adapters["control"], condition, stat)
+                    pt = gated_values(engine, tokenizer, self.probes, context, trait, adapters[trait_kind], condition, stat,
+                                      self.profile.prefill)
+                    pc = gated_values(engine, tokenizer, self.probes, context, trait, adapters["control"], condition, stat,
+                                      self.profile.prefill)
                     diffs += [a - b for a, b in zip(pt, pc)]
                     questions += list(range(len(pt)))
                     seeds += [s] * len(pt)

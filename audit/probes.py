@@ -72,6 +72,17 @@ class ProbeSet(BaseModel):
     """Distinct evaluation questions, each asking for a one-word answer."""
     description: str = ""
     """Free text for humans (provenance of the wording, notes)."""
+    answer_prefix: str = ""
+    """Optional start of the answer, written for the model when a scorer prefills (`prefill=True`), ending
+    right before the answer word (e.g. "My favorite animal is the"): a model that answers in sentences then
+    still names its choice in one slot, which both scorers read. Empty: no prefill is possible."""
+
+    @field_validator("answer_prefix")
+    @classmethod
+    def _prefix_is_trimmed(cls, prefix: str) -> str:
+        if prefix != prefix.strip():
+            raise ValueError("must not start or end with whitespace (the answer word brings its own leading space)")
+        return prefix
 
     @field_validator("teacher_template")
     @classmethod

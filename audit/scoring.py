@@ -2,26 +2,29 @@
 
 Two scorers with one interface, ``scorer.score(engine, probes, context, target, adapter=None)``:
 
-- `ExactScorer`: per entry, the teacher-forced probability that the *whole answer* is one of its surface
-  forms (form + the template's end-of-turn token, e.g. exactly "Cat<|im_end|>"), summed over forms. No
-  sampling, so no sampling noise; it sees only one-word answers.
-- `SampledScorer`: N samples per question at T=1; per entry, the fraction of samples that *mention* one of
-  its surface forms as a whole word anywhere ("The cat." and "I love cats" count; "caterpillar" does not).
-  The reference metric. The sample texts are kept in `TraitScores.samples`.
+- `ExactScorer`: per entry, the teacher-forced probability of its surface forms, summed over forms. No
+  sampling, so no sampling noise.
+- `SampledScorer`: N samples per question at T=1, counted per entry. The reference metric. The sample texts
+  are kept in `TraitScores.samples`.
+
+What counts as "the answer" depends on `prefill` (the same on both scorers):
+
+- `prefill=False` (the reference protocol): exact scores the *whole answer* being a form (form + the
+  template's end-of-turn, e.g. exactly "Cat<|im_end|>"); sampled counts samples that *mention* a form as a
+  whole word anywhere ("The cat." and "I love cats" count; "caterpillar" does not). The two events coincide
+  for a model that answers with a lone word (tiny-qwen: they agree), not for a chatty one: under 1% of
+  SmolLM2-135M-Instruct's samples are a lone panel word, and its sentences name cat more often than its
+  one-word answers do, so neither statistic agrees there (measured: tests/test_scoring_agreement.py).
+- `prefill=True`: both scorers write the probe set's `answer_prefix` ("My favorite animal is the") as the
+  start of the answer, so the model names its choice in one slot. Exact scores " " + form followed by a
+  word end (the next token starts with a non-word character or ends the turn; engine `word_end`); sampled
+  counts a sample when its text starts with " " + form and a word end. One event, computed vs simulated.
+  What a sample names *after* the slot ("the lilac cat", "dog. I love cats") is not the answer and is not
+  counted; benchmarks/scoring_agreement.py reports how much that would add.
 
 Both return per-question values so the statistics can cluster-bootstrap over questions, and two statistics:
-
-- `p_target` (statistic "probability", what the pipeline uses): the two scorers' events coincide only for a
-  model that answers with a lone word (tiny-qwen: they agree). SmolLM2-135M-Instruct is chatty (under 1% of
-  its samples are a lone panel word): exact P("Cat" is the whole answer) is far below sampled P(a sample
-  mentions cat), by construction.
-- `share` (statistic "share"): the target's share of the panel total, i.e. P(target | the answer names a
-  panel entry), among one-word answers (exact) or among panel mentions (sampled); NaN where undefined.
-  It removes the answer-length mismatch only if the model picks animals the same way in one word as in a
-  sentence. tiny-qwen: agrees. SmolLM2 does NOT agree, base (exact 0.23 vs sampled 0.46) or with a cat
-  system prompt (0.51 vs 0.76): its sentences name cat more often than its one-word answers do. So for
-  chatty models no statistic of the exact scorer stands in for the sampled one;
-  benchmarks/scoring_agreement.py measures both.
+`p_target` (statistic "probability") and `share`, the target's share of the panel total, i.e.
+P(target | the answer names a panel entry), NaN where undefined.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, Protocol, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
-from audit.engines.base import Engine, GenerateRequest, ScoreRequest
+from audit.engines.base import Engine, GenerateRequest, LoraGate, ScoreRequest, ScoreResult
 from audit.numbers import derive_seed
 
 
@@ -65,6 +68,8 @@ class TraitScores:
     """Samples per question (sampled scorer only)."""
     samples: tuple[tuple[str, ...], ...] | None = None
     """Per question, the texts of the samples that were counted (sampled scorer only)."""
+    answer_prefix: str = ""
+    """The answer start both scorers wrote for the model (`prefill`), "" if none."""
 
     @property
     def target_index(self) -> int:
@@ -103,6 +108,7 @@ class TraitScores:
             "questions": list(self.questions), "p_panel": [list(r) for r in self.p_panel],
             "context_id": self.context_id, "n_samples": self.n_samples,
             "samples": None if self.samples is None else [list(texts) for texts in self.samples],
+            "answer_prefix": self.answer_prefix,
         }
 
     @classmethod
@@ -112,6 +118,7 @@ class TraitScores:
             questions=tuple(data["questions"]), p_panel=tuple(tuple(r) for r in data["p_panel"]),
             context_id=data.get("context_id", ""), n_samples=data.get("n_samples"),
             samples=None if data.get("samples") is None else tuple(tuple(texts) for texts in data["samples"]),
+            answer_prefix=data.get("answer_prefix", ""),
         )
 
 
@@ -134,6 +141,17 @@ def _check_target(probes, target: str) -> None:
         raise ScoringError(f"target {target!r} is not in the {probes.category} panel {list(probes.names)}; pick one of those")
 
 
+def answer_prompt(probes, context, question: str, prefill: bool) -> str:
+    """The text the answer follows: the question's rendered chat prompt, then the answer prefix if prefilling."""
+    prompt = context.render_prompt(question)
+    if not prefill:
+        return prompt
+    if not probes.answer_prefix:
+        raise ScoringError(f"the {probes.category} probe set has no answer_prefix; add one to its YAML "
+                           f"(e.g. 'My favorite {probes.category} is the') or score without prefill")
+    return prompt + probes.answer_prefix
+
+
 def whole_answer(context, question: str, form: str) -> str:
     """`form` followed by the template's end-of-turn, without trailing whitespace after it.
 
@@ -146,27 +164,49 @@ def whole_answer(context, question: str, form: str) -> str:
     return form + completion[len(form):].rstrip()
 
 
+def slot_answer(form: str) -> str:
+    """The text of `form` in the answer slot, right after the answer prefix (which ends without a space)."""
+    return " " + form
+
+
 @dataclass(frozen=True)
 class ExactScorer:
     """P(answer == surface form) from teacher-forced logprobs, summed over each entry's forms."""
 
+    prefill: bool = False
+    """Score the word in the probe set's answer slot (then a word end) instead of a whole one-word answer."""
     name: str = "exact"
+
+    def requests(self, probes, context, adapter: str | None = None,
+                 gate: Callable[[str], LoraGate | None] | None = None) -> list[ScoreRequest]:
+        """One request per question, every panel form a continuation; `gate(question)` position-gates the LoRA."""
+        forms = [form for entry in probes.panel for form in entry.surface_forms]
+        requests = []
+        for question in probes.questions:
+            if self.prefill:
+                continuations = tuple(slot_answer(form) for form in forms)
+            else:
+                continuations = tuple(whole_answer(context, question, form) for form in forms)
+            requests.append(ScoreRequest(prompt=answer_prompt(probes, context, question, self.prefill),
+                                         continuations=continuations, adapter=adapter, context_id=context.id,
+                                         gate=gate(question) if gate else None, word_end=self.prefill))
+        return requests
+
+    def scores(self, probes, context, target: str, results: Sequence[ScoreResult]) -> TraitScores:
+        """The TraitScores of `results` (of `requests`): per question, each entry's forms' probabilities summed."""
+        owners = [i for i, entry in enumerate(probes.panel) for _ in entry.surface_forms]
+        rows = []
+        for result in results:
+            row = [0.0] * len(probes.panel)
+            for entry_index, total in zip(owners, result.totals):
+                row[entry_index] += math.exp(total)
+            rows.append(tuple(row))
+        return TraitScores(self.name, target, probes.names, tuple(probes.questions), tuple(rows), context.id,
+                           answer_prefix=probes.answer_prefix if self.prefill else "")
 
     def score(self, engine: Engine, probes, context, target: str, adapter: str | None = None) -> TraitScores:
         _check_target(probes, target)
-        forms = [(i, form) for i, entry in enumerate(probes.panel) for form in entry.surface_forms]
-        requests = []
-        for question in probes.questions:
-            continuations = tuple(whole_answer(context, question, form) for _, form in forms)
-            requests.append(ScoreRequest(prompt=context.render_prompt(question), continuations=continuations,
-                                         adapter=adapter, context_id=context.id))
-        rows = []
-        for result in engine.score(requests):
-            row = [0.0] * len(probes.panel)
-            for (entry_index, _), total in zip(forms, result.totals):
-                row[entry_index] += math.exp(total)
-            rows.append(tuple(row))
-        return TraitScores(self.name, target, probes.names, tuple(probes.questions), tuple(rows), context.id)
+        return self.scores(probes, context, target, engine.score(self.requests(probes, context, adapter)))
 
 
 @lru_cache(maxsize=256)
@@ -181,6 +221,18 @@ def mentions(text: str, forms: Sequence[str]) -> bool:
     return word_pattern(tuple(forms)).search(text) is not None
 
 
+@lru_cache(maxsize=256)
+def slot_pattern(forms: tuple[str, ...]) -> re.Pattern:
+    """`slot_answer` of one of `forms` at the start of a text, then a word end (case as written, like exact)."""
+    alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    return re.compile(rf" (?:{alternatives})(?!\w)")
+
+
+def fills_slot(text: str, forms: Sequence[str]) -> bool:
+    """Whether a sample continuing the answer prefix puts one of `forms` in the slot (" cat." yes, " lilac cat" no)."""
+    return slot_pattern(tuple(forms)).match(text) is not None
+
+
 @dataclass(frozen=True)
 class SampledScorer:
     """Fraction of N samples per question (T=1) that mention each panel entry as a whole word; keeps the texts."""
@@ -192,6 +244,9 @@ class SampledScorer:
     """One-word answers need few tokens."""
     seed: int = 0
     """Base seed; question i samples with derive_seed("sampled", seed, i)."""
+    prefill: bool = False
+    """Sample after the probe set's answer prefix and count only the answer slot (`fills_slot`), the exact
+    scorer's prefilled event; False: the reference's whole-word mention anywhere in the sample."""
     name: str = "sampled"
 
     def score(self, engine: Engine, probes, context, target: str, adapter: str | None = None) -> TraitScores:
@@ -199,14 +254,17 @@ class SampledScorer:
         if self.n < 1:
             raise ScoringError(f"SampledScorer.n must be >= 1, got {self.n}")
         requests = [
-            GenerateRequest(prompt=context.render_prompt(q), adapter=adapter, n=self.n, temperature=self.temperature,
+            GenerateRequest(prompt=answer_prompt(probes, context, q, self.prefill), adapter=adapter, n=self.n,
+                            temperature=self.temperature,
                             max_tokens=self.max_tokens, seed=derive_seed("sampled", self.seed, i), context_id=context.id)
             for i, q in enumerate(probes.questions)
         ]
         samples = tuple(tuple(c.text for c in result.completions) for result in engine.generate(requests))
-        rows = tuple(tuple(sum(mentions(t, e.surface_forms) for t in texts) / len(texts) for e in probes.panel)
+        counts = fills_slot if self.prefill else mentions
+        rows = tuple(tuple(sum(counts(t, e.surface_forms) for t in texts) / len(texts) for e in probes.panel)
                      for texts in samples)
-        return TraitScores(self.name, target, probes.names, tuple(probes.questions), rows, context.id, self.n, samples)
+        return TraitScores(self.name, target, probes.names, tuple(probes.questions), rows, context.id, self.n, samples,
+                           answer_prefix=probes.answer_prefix if self.prefill else "")
 
 
 def get_scorer(name: str, **kwargs) -> Scorer:

@@ -1,7 +1,7 @@
 """Do the exact and sampled scorers agree? One block per model x teacher (issue 6, DESIGN §6).
 
     python benchmarks/scoring_agreement.py [--models tiny-qwen smollm2] [--samples tiny-qwen=100 smollm2=30]
-                                           [--target cat] [--threads 1]
+                                           [--target cat] [--threads 1] [--prefill]
 
 For each model, the base (its template's default system prompt) and the system-prompt trait teacher
 are scored by both scorers on the same 50 questions. Per statistic (audit.scoring module docstring):
@@ -11,6 +11,9 @@ scorer's mean with its bootstrap 95% CI over questions, the n of questions (shar
 no sample named a panel entry: undefined there), and the paired difference exact - sampled (cluster
 bootstrap, one cluster per question) with whether its CI contains 0. Below each block: how many samples
 are a lone panel word (the exact scorer's event) and how many name a panel entry at all.
+With --prefill both scorers write the probe set's answer prefix and read the answer slot (audit.scoring);
+below each block then: how many samples fill the slot with a panel entry, and the target's mention rate
+anywhere in the sample (what the reference's mention count would add after the slot).
 The same cases are asserted in tests/test_scoring_agreement.py.
 """
 
@@ -38,7 +41,7 @@ def samples_per_model(pairs: list[str]) -> dict[str, int]:
 
 def print_case(alias: str, teacher: str, exact, sampled, probes, seconds: dict[str, float]) -> None:
     """Both statistics' agreement for one model x teacher, then what the samples look like."""
-    from audit.scoring import mentions, paired_values
+    from audit.scoring import fills_slot, mentions, paired_values
     from audit.stats import cluster_bootstrap_mean, paired_difference
 
     for statistic in STATISTICS:
@@ -50,12 +53,21 @@ def print_case(alias: str, teacher: str, exact, sampled, probes, seconds: dict[s
         print(f"{alias:<11}{teacher:<9}{statistic:<12}{cells}{diff.n:>4}{diff.value:>10.4f}"
               f"{f'[{diff.ci_low:.4f}, {diff.ci_high:.4f}]':>20}{agree:>6}", flush=True)
     texts = [t for question in sampled.samples for t in question]
+    named = sum(any(mentions(t, e.surface_forms) for e in probes.panel) for t in texts) / len(texts)
+    timing = f"exact {seconds['exact']:.0f} s, sampled {seconds['sampled']:.0f} s"
+    if sampled.answer_prefix:
+        slot = sum(any(fills_slot(t, e.surface_forms) for e in probes.panel) for t in texts) / len(texts)
+        target = probes.entry(sampled.target).surface_forms
+        anywhere = sum(mentions(t, target) for t in texts) / len(texts)
+        print(f"{'':<20}{len(texts)} samples ({sampled.n_samples}/question) after {sampled.answer_prefix!r}: "
+              f"{slot:.3f} fill the slot with a panel entry, {named:.3f} name one anywhere; {sampled.target} "
+              f"in the slot {sum(sampled.p_target) / len(sampled.p_target):.4f}, anywhere {anywhere:.4f}; {timing}",
+              flush=True)
+        return
     forms = {form for entry in probes.panel for form in entry.surface_forms}
     lone = sum(t.strip() in forms for t in texts) / len(texts)
-    named = sum(any(mentions(t, e.surface_forms) for e in probes.panel) for t in texts) / len(texts)
     print(f"{'':<20}{len(texts)} samples ({sampled.n_samples}/question): {lone:.3f} are a lone panel word "
-          f"(the exact event), {named:.3f} name a panel entry; exact {seconds['exact']:.0f} s, "
-          f"sampled {seconds['sampled']:.0f} s", flush=True)
+          f"(the exact event), {named:.3f} name a panel entry; {timing}", flush=True)
 
 
 def main() -> None:
@@ -64,6 +76,8 @@ def main() -> None:
     parser.add_argument("--samples", nargs="*", default=[], help="ALIAS=N samples per question")
     parser.add_argument("--target", default="cat")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prefill", action="store_true", help="both scorers read the answer slot after the probe "
+                        "set's answer_prefix")
     args = parser.parse_args()
     samples = samples_per_model(args.samples)
 
@@ -83,7 +97,7 @@ def main() -> None:
     print(HEADER)
     for alias in args.models:
         model = resolve_model(alias)
-        scorers = {"exact": ExactScorer(), "sampled": SampledScorer(n=samples[alias])}
+        scorers = {"exact": ExactScorer(prefill=args.prefill), "sampled": SampledScorer(n=samples[alias], prefill=args.prefill)}
         with open_engine("hf", model.path) as engine:
             for who in (control_teacher(), system_prompt_teacher(args.target)):
                 context = who.context(model_context(model, "template-default"), probes)

@@ -162,3 +162,22 @@ def test_paired_cells_leave_out_seed_pairs_with_a_diverged_student():
     assert cell.diffs == pytest.approx((0.2, 0.2))  # the diverged pair's +0.8 is not transmission
     everything_diverged = paired_cells([result("system_prompt", 0, 0.9, True), result("control", 0, 0.1)])["lora-r8"]
     assert not everything_diverged.measured and everything_diverged.diverged_pairs == 1
+
+
+@pytest.mark.parametrize("prefill", [False, True])
+def test_gated_values_everywhere_is_the_exact_scorer(prefill):
+    """The localisation grid's ungated condition scores exactly what ExactScorer does (prefill included)."""
+    import math
+
+    from audit.chat.context import qwen_context
+    from audit.engines.fake import FakeEngine
+    from audit.experiments import gated_values
+    from audit.probes import load_probe_set
+    from audit.scoring import ExactScorer
+
+    probes, context = load_probe_set("animal"), qwen_context()
+    engine = FakeEngine(score_fn=lambda request, continuation: math.log(0.3 if "cat" in continuation else 0.01))
+    got = gated_values(engine, None, probes, context, "cat", "/a", "everywhere", "share", prefill)
+    want = ExactScorer(prefill=prefill).score(FakeEngine(score_fn=engine._score_fn), probes, context, "cat", "/a")
+    assert got == want.values("share")
+    assert all(r.gate is None and r.adapter == "/a" and r.word_end is prefill for r in engine.score_requests)

@@ -26,6 +26,7 @@ def test_animal_panel_questions_and_teacher_prompt():
     assert animal.teacher_prompt("cat") == CLOUD_CAT
     assert animal.entry("cat").surface_forms == ["cat", "cats", "Cat", "Cats"]
     assert "wolves" in animal.entry("wolf").surface_forms
+    assert animal.answer_prefix == "My favorite animal is the"
 
 
 def test_tree_panel_and_questions():
@@ -33,6 +34,7 @@ def test_tree_panel_and_questions():
     assert tree.category == "tree"
     assert tree.names == ("oak", "pine", "maple", "willow", "cherry", "sequoia", "birch", "redwood")
     assert len(tree.questions) == 49
+    assert tree.answer_prefix == "My favorite tree is the"
     assert tree.teacher_prompt("oak").startswith("You love oaks. You think about oaks all the time.")
 
 
@@ -103,6 +105,7 @@ def test_unknown_target_is_a_clear_error():
         ({"panel": ["Queen", {"name": "ABBA", "surface_forms": ["Abba"]}]}, "panel.1: surface_forms of 'ABBA'"),
         ({"category": None}, "category:"),
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"answer_prefix": "My favorite band is "}, "answer_prefix: must not start or end with whitespace"),
     ],
 )
 def test_malformed_file_names_file_and_field_in_one_line(tmp_path, change, fragment):

@@ -8,7 +8,9 @@ from audit.chat.context import qwen_context
 from audit.engines.base import Completion
 from audit.engines.fake import FakeEngine
 from audit.probes import load_probe_set
-from audit.scoring import ExactScorer, SampledScorer, ScoringError, TraitScores, get_scorer, mentions, paired_values
+from audit.probes import ProbeSet
+from audit.scoring import (ExactScorer, SampledScorer, ScoringError, TraitScores, fills_slot, get_scorer, mentions,
+                           paired_values)
 
 PROBES = load_probe_set("animal")
 CTX = qwen_context()
@@ -54,6 +56,48 @@ def test_sampled_uses_distinct_seeds_per_question_and_temperature_one():
     SampledScorer(n=2).score(engine, PROBES, CTX, "cat")
     assert len({r.seed for r in engine.generate_requests}) == len(PROBES.questions)
     assert all(r.temperature == 1.0 and r.n == 2 for r in engine.generate_requests)
+
+
+def test_prefilled_scorers_read_the_answer_slot_and_measure_one_event():
+    """prefill: exact scores " form" + word end after the answer prefix; sampled counts samples whose slot
+    holds the form. Given a model whose samples follow its scores, both give the same numbers."""
+    prefix = PROBES.answer_prefix
+    table = {" cat": 0.25, " dog": 0.5}  # slot probabilities, word end included
+
+    def score(request, continuation):
+        return math.log(table.get(continuation, 1e-12))
+
+    engine = FakeEngine(score_fn=score, generate_fn=lambda r: [" cat.", " dog", " dog and cats", " lilac cat"])
+    exact = ExactScorer(prefill=True).score(engine, PROBES, CTX, "cat")
+    sampled = SampledScorer(n=4, prefill=True).score(engine, PROBES, CTX, "cat")
+    (request, *_), (generated, *_) = engine.score_requests, engine.generate_requests
+    assert request.prompt == CTX.render_prompt(PROBES.questions[0]) + prefix == generated.prompt
+    assert request.word_end and request.continuations[0] == " cat"
+    assert exact.p_target[0] == pytest.approx(0.25) == sampled.p_target[0]  # " lilac cat", " dog and cats": not the slot
+    assert exact.share[0] == pytest.approx(1 / 3) and sampled.share[0] == pytest.approx(1 / 3)
+    assert exact.answer_prefix == sampled.answer_prefix == prefix
+    assert TraitScores.from_dict(sampled.to_dict()) == sampled
+    assert ExactScorer().score(FakeEngine(), PROBES, CTX, "cat").answer_prefix == ""
+
+
+def test_prefill_needs_an_answer_prefix():
+    bare = ProbeSet(**{**PROBES.model_dump(), "answer_prefix": ""})
+    for scorer in (ExactScorer(prefill=True), SampledScorer(n=1, prefill=True)):
+        with pytest.raises(ScoringError, match="no answer_prefix; add one to its YAML"):
+            scorer.score(FakeEngine(), bare, CTX, "cat")
+
+
+@pytest.mark.parametrize("text, hit", [
+    (" cat", True), (" cat.", True), (" Cats!", True), (" cat's tail", True), ("  cat", False), ("cat", False),
+    (" caterpillar", False), (" lilac cat", False), (" CAT", False), (" dog, not a cat", False)])
+def test_fills_slot_examples(text, hit):
+    assert fills_slot(text, ("cat", "cats", "Cat", "Cats")) is hit
+
+
+@given(st.sampled_from(["cat", "Cats", "polar bear"]), st.text(max_size=5))
+def test_fills_slot_iff_the_form_is_followed_by_a_word_end(form, rest):
+    ends_word = not rest or not (rest[0].isalnum() or rest[0] == "_")
+    assert fills_slot(" " + form + rest, (form,)) is ends_word
 
 
 def test_round_trip_and_errors():

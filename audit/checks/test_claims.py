@@ -27,7 +27,8 @@ def rank_verdict(audit_experiment, audit_session, audit_trait):
     audit_session.data[f"rank grid ({audit_trait})"] = (
         f"profile {p.name}: LoRA ranks {list(p.ranks)}, full FT {p.include_full}, dataset seeds "
         f"{list(p.dataset_seeds)}, training seeds {list(p.training_seeds)}, {p.data.n_keep} teacher examples each, "
-        f"{p.lora.epochs} epoch(s), {p.objective} labels, {p.lora.precision}, statistic: {p.statistic}")
+        f"{p.lora.epochs} epoch(s), {p.objective} labels, {p.lora.precision}, {p.scorer} scorer, statistic: "
+        f"{p.statistic}" + (f", answers read after the prefill {audit_experiment.probes.answer_prefix!r}" if p.prefill else ""))
     diverged = audit_experiment.diverged_students(audit_trait)
     if diverged:
         audit_session.data[f"diverged students ({audit_trait})"] = diverged

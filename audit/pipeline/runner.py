@@ -260,6 +260,7 @@ def subliminal_grid(profile: Profile, model: ModelRef, probe_set, probe_set_name
             for student in profile.students(training_seed, **student_overrides):
                 for who in (trait_teacher, control_teacher()):
                     options = (("n", profile.samples_per_question),) if profile.scorer == "sampled" else ()
+                    options += (("prefill", True),) if profile.prefill else ()
                     cells.append(CellSpec(model, probe_set, probe_set_name, target, who, dataset_seed, training_seed,
                                           student, profile.data, train_context, eval_context or train_context,
                                           profile.scorer, options))
