@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from audit.cache import ArtifactStore
-from audit.pipeline.analysis import AnalysisError, transmission
+from audit.pipeline.analysis import AnalysisError, student_table, transmission
 from audit.pipeline.runner import CellResult, run_grid
 from audit.scoring import TraitScores
 from tests.engine_support import build_random_qwen
@@ -25,6 +25,26 @@ def test_grid_pairs_every_student_with_a_control_and_cells_are_picklable(base, t
     assert len({c.scores_key for c in cells}) == 4 and len({c.dataset.key for c in cells}) == 2
     # trait and control datasets share prompts and sampling seeds
     assert cells[0].student_key != cells[1].student_key
+
+
+def test_prefilled_profile_scores_after_the_answer_prefix_under_its_own_key(base, tmp_path):
+    from dataclasses import replace
+
+    from audit.chat import qwen_context
+    from audit.pipeline.profiles import get_profile
+    from audit.pipeline.runner import ModelRef, subliminal_grid
+
+    def grid(**changes):
+        profile = replace(get_profile("tiny"), **changes)
+        return subliminal_grid(profile, ModelRef(str(base), "random-qwen"), PROBES, "test-animal", "cat", qwen_context())
+
+    plain, prefilled, sampled = grid(), grid(prefill=True), grid(prefill=True, scorer="sampled", samples_per_question=7)
+    assert [dict(c.scorer_options) for c in plain] == [{}] * len(plain)
+    assert all(dict(c.scorer_options) == {"prefill": True} for c in prefilled)
+    assert all(dict(c.scorer_options) == {"n": 7, "prefill": True} for c in sampled)
+    # the same students, scored anew
+    assert [c.student_key for c in prefilled] == [c.student_key for c in plain]
+    assert not {c.scores_key for c in prefilled} & {c.scores_key for c in plain}
 
 
 def fake_result(cell, p):
@@ -59,6 +79,20 @@ def test_transmission_pairs_trait_and_control_per_question(base, tmp_path):
     assert table["full"].n_seed_pairs == 1 and table["full"].diverged == 0
     with pytest.raises(AnalysisError, match="control"):
         transmission(results[:1])
+
+
+def test_student_table_has_a_row_per_student_with_fifth_means_and_its_statistic(base, tmp_path):
+    cells = small_grid(base, tmp_path)
+    healthy = {"steps": 10, "losses": [1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.2, 0.2], "heldout_kl_before": 0.0,
+               "heldout_kl_after": 0.25, "grad_norm_max": 1.5, "padding_share": 0.026, "seconds": 12.0}
+    results = [fake_result(cells[0], 0.3), CellResult(cells[1], fake_result(cells[1], 0.1).scores, healthy),
+               CellResult(cells[2], fake_result(cells[2], 0.1).scores, {**healthy, "losses": [1.0] * 5 + [9.0] * 5})]
+    rows = student_table(results, "probability").splitlines()
+    assert len(rows) == 2 + 3
+    assert rows[3] == ("| control/d0/t0/lora-r2 | 10 | 1.000 -> 0.200 | 0.0000 -> 0.2500 | 1.50 | 2.6% | 12 | no "
+                       "| 0.1100 |")
+    assert rows[2] == "| sys-cat/d0/t0/lora-r2 | - | - | - -> - | - | - | - | no | 0.3100 |"  # nothing recorded
+    assert rows[4].endswith("| yes | 0.1100 |")  # last fifth 9.0 > 1.5 x first fifth
 
 
 @pytest.mark.slow

@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rslora", action="store_true", help="rank-stabilised LoRA scaling alpha/sqrt(r)")
     parser.add_argument("--lr-rank-exponent", type=float, default=None,
                         help="per-rank LoRA learning rate: lr x (rank / reference rank) ** -EXPONENT (0.5 pairs with --rslora)")
+    parser.add_argument("--students", action="store_true", help="also print every student's training diagnostics "
+                        "(Markdown table)")
     parser.add_argument("--store", default=None, help="artefact store root (default: $SUBAUDIT_CACHE)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads outside the grid (cells run with runner.PIPELINE_THREADS)")
     args = parser.parse_args(argv)
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from audit.experiments import model_context
     from audit.models import resolve_model
-    from audit.pipeline.analysis import transmission
+    from audit.pipeline.analysis import student_table, transmission
     from audit.pipeline.profiles import get_profile
     from audit.pipeline.runner import ModelRef, run_grid, subliminal_grid
     from audit.probes import load_probe_set
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label:<16}{100 * t.trait_mean:>9.3f}{100 * t.control_mean:>9.3f}{100 * e.value:>10.3f}"
               f"{f'[{100 * e.ci_low:.3f}, {100 * e.ci_high:.3f}]':>22}{e.p_value if e.p_value is not None else float('nan'):>8.3f}"
               f"  {t.n_seed_pairs}  {t.diverged}")
+    if args.students:
+        print(student_table(results, profile.statistic))
 
 
 if __name__ == "__main__":

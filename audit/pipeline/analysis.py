@@ -60,3 +60,28 @@ def transmission(results: Sequence, statistic: str = "probability", n_boot: int 
         out[label] = Transmission(label, estimate, sum(trait_vals) / len(trait_vals),
                                   sum(control_vals) / len(control_vals), len(by_seed), diverged)
     return out
+
+
+def student_table(results: Sequence, statistic: str = "probability") -> str:
+    """A Markdown table of every student's training diagnostics and its mean `statistic`, one row per cell.
+
+    Loss: mean over the first and the last fifth of the steps (as `divergence` judges it); KL: per completion
+    token on held-out teacher completions, before -> after training; "-" where not recorded.
+    """
+    def number(value, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    lines = [f"| student | steps | loss first fifth -> last fifth | held-out KL before -> after | max grad norm "
+             f"| padding | train s | diverged | mean {statistic} |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = r.training
+        losses = t.get("losses") or ()
+        k = max(1, len(losses) // 5)
+        loss = f"{sum(losses[:k]) / k:.3f} -> {sum(losses[-k:]) / k:.3f}" if losses else "-"
+        kl = f"{number(t.get('heldout_kl_before'), '.4f')} -> {number(t.get('heldout_kl_after'), '.4f')}"
+        values = [v for v in r.scores.values(statistic) if v == v]  # NaN: undefined share
+        mean = sum(values) / len(values) if values else None
+        lines.append(f"| {r.cell.label} | {t.get('steps', '-')} | {loss} | {kl} | {number(t.get('grad_norm_max'), '.2f')} "
+                     f"| {number(t.get('padding_share'), '.1%')} | {number(t.get('seconds'), '.0f')} "
+                     f"| {'yes' if is_diverged(t) else 'no'} | {number(mean, '.4f')} |")
+    return "\n".join(lines)
