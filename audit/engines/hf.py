@@ -296,23 +296,25 @@ class HfEngine(EngineBase):
         torch = self._torch
         rows = [(ri, r) for ri, r in enumerate(requests) for _ in range(r.n)]
         prompts = [encode(self.tokenizer, r.prompt) for r in requests]
-        width = max(len(prompts[ri]) for ri, _ in rows)
-        pads = [width - len(prompts[ri]) for ri, _ in rows]
-        ids = torch.tensor([[self.pad_id] * p + prompts[ri] for p, (ri, _) in zip(pads, rows)])
-        attn = torch.tensor([[0] * p + [1] * (width - p) for p in pads])
+        width = max(len(p) for p in prompts)
+        pads = [width - len(p) for p in prompts]
+        ids = torch.tensor([[self.pad_id] * pad + p for pad, p in zip(pads, prompts)])
+        attn = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         gated = any(r.gate is not None for r in requests)
         mask = None
         if gated:
-            mask = self._mask(
-                [[0.0] * p + _gate_values(r.gate, width - p)(range(width - p)) for p, (_, r) in zip(pads, rows)]
-            )
+            mask = self._mask([[0.0] * pad + _gate_values(r.gate, width - pad)(range(width - pad))
+                               for pad, r in zip(pads, requests)])
             step_mask = self._mask([[1.0 if r.gate is None or r.gate.generated == "on" else 0.0] for _, r in rows])
         generators = [_generator(torch, r.seed) for r in requests]
 
-        # Only the last prompt position's logits are sampled from: the LM head skips the rest of the prompt.
+        # Each prompt runs once and its KV cache is copied to its n rows (n samples of one prompt would
+        # otherwise recompute it n times). Only the last prompt position's logits are sampled from.
         logits, cache = self._forward(ids, attn, positions, DynamicCache(), mask, logits_to_keep=1)
-        logits = logits[:, -1]
+        owner = torch.tensor([ri for ri, _ in rows])
+        cache.batch_select_indices(owner)
+        logits, attn, positions = logits[owner, -1], attn[owner], positions[owner]
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
         done = [False] * len(rows)
