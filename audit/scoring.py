@@ -259,7 +259,13 @@ class SampledScorer:
                             max_tokens=self.max_tokens, seed=derive_seed("sampled", self.seed, i), context_id=context.id)
             for i, q in enumerate(probes.questions)
         ]
-        samples = tuple(tuple(c.text for c in result.completions) for result in engine.generate(requests))
+        results = engine.generate(requests)
+        bare_slots = {slot_answer(form) for entry in probes.panel for form in entry.surface_forms}
+        if self.prefill and any(c.finish_reason == "length" and c.text in bare_slots
+                                for result in results for c in result.completions):
+            raise ScoringError(f"a sample ended at max_tokens={self.max_tokens} right after its answer word, so "
+                               "whether the word ends there is unknown; raise SampledScorer.max_tokens")
+        samples = tuple(tuple(c.text for c in result.completions) for result in results)
         counts = fills_slot if self.prefill else mentions
         rows = tuple(tuple(sum(counts(t, e.surface_forms) for t in texts) / len(texts) for e in probes.panel)
                      for texts in samples)

@@ -1,12 +1,13 @@
 """Exact vs sampled trait scoring: 95% CI width of mean P(target) per second of compute, measured in one run.
 
-    python benchmarks/scoring.py [--model tiny-qwen] [--target cat] [--samples 100] [--threads 2]
+    python benchmarks/scoring.py [--model tiny-qwen] [--target cat] [--samples 100] [--threads 2] [--prefill]
 
 For the base model and the system-prompt trait teacher, both scorers run on the same questions; the CI
 is a bootstrap over questions (each question one cluster). Cost to reach a given CI width scales with
 seconds x width^2, so the reported ratio is (seconds x width^2)_sampled / (seconds x width^2)_exact:
 how many times more compute the sampled scorer needs for the same precision. Also reports whether the
-two means agree within their CIs (issue 6).
+two means agree within their CIs (issue 6). Questions are rendered in the model's own template with its
+default system prompt; --prefill scores the answer slot after the probe set's answer_prefix (audit.scoring).
 
     python benchmarks/scoring.py --compare-prefix --threads 1 [--prefix-models smollm2,tiny-qwen]
         [--dtypes float32,bfloat16] [--prefix-questions N]
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--target", default="cat")
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prefill", action="store_true", help="both scorers read the answer slot")
     parser.add_argument("--compare-prefix", action="store_true",
                         help="only the separate-sequences vs shared-prefix exact-scoring table (issue 8)")
     parser.add_argument("--prefix-models", default="smollm2,tiny-qwen")
@@ -135,8 +137,8 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from audit.chat.context import qwen_context
     from audit.engines import open_engine
+    from audit.experiments import model_context
     from audit.models import resolve_model
     from audit.pipeline.teachers import system_prompt_teacher
     from audit.probes import load_probe_set
@@ -150,13 +152,15 @@ def main() -> None:
         compare_prefix(args.prefix_models.split(","), args.dtypes.split(","), args.target, args.probes,
                        args.prefix_questions)
         return
-    model, probes, base = resolve_model(args.model), load_probe_set(args.probes), qwen_context()
+    model, probes = resolve_model(args.model), load_probe_set(args.probes)
+    base = model_context(model, "template-default")
     contexts = {"base": base, f"teacher sys-{args.target}": system_prompt_teacher(args.target).context(base, probes)}
-    scorers = {"exact": ExactScorer(), f"sampled n={args.samples}": SampledScorer(n=args.samples)}
+    scorers = {"exact": ExactScorer(prefill=args.prefill),
+               f"sampled n={args.samples}": SampledScorer(n=args.samples, prefill=args.prefill)}
     print(f"model {model.name} ({model.content_hash[:12]}), {len(probes.questions)} questions, torch threads {args.threads}")
     print(f"{'model':<18}{'scorer':<18}{'P(target)':>10}{'95% CI':>20}{'width':>9}{'seconds':>9}{'s*width^2':>12}")
     with open_engine("hf", model.path) as engine:
-        ExactScorer().score(engine, probes, base, args.target)  # warm-up, untimed
+        scorers["exact"].score(engine, probes, base, args.target)  # warm-up, untimed
         for who, context in contexts.items():
             cost = {}
             estimates = {}

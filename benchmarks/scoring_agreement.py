@@ -1,7 +1,7 @@
 """Do the exact and sampled scorers agree? One block per model x teacher (issue 6, DESIGN §6).
 
     python benchmarks/scoring_agreement.py [--models tiny-qwen smollm2] [--samples tiny-qwen=100 smollm2=30]
-                                           [--target cat] [--threads 1] [--prefill]
+                                           [--target cat] [--threads 1] [--prefill] [--seed 0]
 
 For each model, the base (its template's default system prompt) and the system-prompt trait teacher
 are scored by both scorers on the same 50 questions. Per statistic (audit.scoring module docstring):
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--samples", nargs="*", default=[], help="ALIAS=N samples per question")
     parser.add_argument("--target", default="cat")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="sampled scorer's base seed (another seed: an independent "
+                        "replicate of the sampled side)")
     parser.add_argument("--prefill", action="store_true", help="both scorers read the answer slot after the probe "
                         "set's answer_prefix")
     args = parser.parse_args()
@@ -97,7 +99,8 @@ def main() -> None:
     print(HEADER)
     for alias in args.models:
         model = resolve_model(alias)
-        scorers = {"exact": ExactScorer(prefill=args.prefill), "sampled": SampledScorer(n=samples[alias], prefill=args.prefill)}
+        scorers = {"exact": ExactScorer(prefill=args.prefill), "sampled": SampledScorer(n=samples[alias], prefill=args.prefill,
+                                                                                seed=args.seed)}
         with open_engine("hf", model.path) as engine:
             for who in (control_teacher(), system_prompt_teacher(args.target)):
                 context = who.context(model_context(model, "template-default"), probes)

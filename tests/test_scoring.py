@@ -80,6 +80,15 @@ def test_prefilled_scorers_read_the_answer_slot_and_measure_one_event():
     assert ExactScorer().score(FakeEngine(), PROBES, CTX, "cat").answer_prefix == ""
 
 
+def test_prefilled_sample_cut_right_after_its_word_is_an_error_not_a_hit():
+    """" cat" cut by max_tokens might have gone on as " caterpillar": refuse rather than guess."""
+    cut = Completion(" cat", (1,), None, "length")
+    with pytest.raises(ScoringError, match="raise SampledScorer.max_tokens"):
+        SampledScorer(n=1, prefill=True).score(FakeEngine(generate_fn=lambda r: cut), PROBES, CTX, "cat")
+    ended = Completion(" cat.", (1, 2), None, "length")  # the word visibly ended
+    assert SampledScorer(n=1, prefill=True).score(FakeEngine(generate_fn=lambda r: ended), PROBES, CTX, "cat").p_target[0] == 1
+
+
 def test_prefill_needs_an_answer_prefix():
     bare = ProbeSet(**{**PROBES.model_dump(), "answer_prefix": ""})
     for scorer in (ExactScorer(prefill=True), SampledScorer(n=1, prefill=True)):

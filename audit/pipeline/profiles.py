@@ -252,11 +252,14 @@ REAL_CPU = Profile(
     # anti-conservative); the third pair (-0.030) put it at +0.027 [-0.039, +0.080]. ~14 min per pair.
     training_seeds=(0, 1, 2),
     workers=2,
-    # SmolLM2 rarely answers in one word, so P(the whole answer is "Cat") mostly measures how often it
-    # answers in one word, which finetuning on numbers can change for every animal at once; the target's
-    # share of the panel divides that out. (Neither statistic matches the sampled reference's "mentions
-    # cat" on this model: tests/test_scoring_agreement.py.) Chosen before any SmolLM2 student was scored.
-    statistic="share",
+    # SmolLM2 answers in sentences (under 1% of its samples are a lone panel word), so both scorers prefill
+    # "My favorite animal is the" and read the word in that slot; there the exact and sampled P(cat) agree,
+    # base and cat teacher (tests/test_scoring_agreement.py, benchmarks/scoring_agreement.py --prefill).
+    # Statistic: P(cat in the slot). Before the prefill this profile used the cat's share of the panel
+    # among one-word answers, which agreed with no sampled measure; the prefilled share does not agree on the
+    # base model either (mean of per-question ratios of a few slot hits). Both changes were made on the
+    # scorer checks alone, before any prefilled student was scored.
+    prefill=True,
 )
 
 TINY = Profile(
