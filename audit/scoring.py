@@ -235,7 +235,8 @@ def fills_slot(text: str, forms: Sequence[str]) -> bool:
 
 @dataclass(frozen=True)
 class SampledScorer:
-    """Fraction of N samples per question (T=1) that mention each panel entry as a whole word; keeps the texts."""
+    """Fraction of N samples per question (T=1) that name each panel entry (anywhere, or in the prefilled answer
+    slot); keeps the texts."""
 
     n: int = 100
     """Samples per question."""
@@ -255,8 +256,8 @@ class SampledScorer:
             raise ScoringError(f"SampledScorer.n must be >= 1, got {self.n}")
         requests = [
             GenerateRequest(prompt=answer_prompt(probes, context, q, self.prefill), adapter=adapter, n=self.n,
-                            temperature=self.temperature,
-                            max_tokens=self.max_tokens, seed=derive_seed("sampled", self.seed, i), context_id=context.id)
+                            temperature=self.temperature, max_tokens=self.max_tokens,
+                            seed=derive_seed("sampled", self.seed, i), context_id=context.id)
             for i, q in enumerate(probes.questions)
         ]
         results = engine.generate(requests)
