@@ -209,11 +209,15 @@ class ExactScorer:
         return self.scores(probes, context, target, engine.score(self.requests(probes, context, adapter)))
 
 
+def _alternatives(forms: tuple[str, ...]) -> str:
+    """A regex alternation of `forms`, longest first (so "cats" wins over "cat")."""
+    return "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+
+
 @lru_cache(maxsize=256)
 def word_pattern(forms: tuple[str, ...]) -> re.Pattern:
-    """Whole-word, case-insensitive match of any of `forms` (longest first)."""
-    alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    """Whole-word, case-insensitive match of any of `forms`."""
+    return re.compile(rf"(?<!\w)(?:{_alternatives(forms)})(?!\w)", re.IGNORECASE)
 
 
 def mentions(text: str, forms: Sequence[str]) -> bool:
@@ -224,8 +228,7 @@ def mentions(text: str, forms: Sequence[str]) -> bool:
 @lru_cache(maxsize=256)
 def slot_pattern(forms: tuple[str, ...]) -> re.Pattern:
     """`slot_answer` of one of `forms` at the start of a text, then a word end (case as written, like exact)."""
-    alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-    return re.compile(rf" (?:{alternatives})(?!\w)")
+    return re.compile(rf" (?:{_alternatives(forms)})(?!\w)")
 
 
 def fills_slot(text: str, forms: Sequence[str]) -> bool:
@@ -261,9 +264,7 @@ class SampledScorer:
             for i, q in enumerate(probes.questions)
         ]
         results = engine.generate(requests)
-        bare_slots = {slot_answer(form) for entry in probes.panel for form in entry.surface_forms}
-        if self.prefill and any(c.finish_reason == "length" and c.text in bare_slots
-                                for result in results for c in result.completions):
+        if self.prefill and _cut_after_a_form(results, probes):
             raise ScoringError(f"a sample ended at max_tokens={self.max_tokens} right after its answer word, so "
                                "whether the word ends there is unknown; raise SampledScorer.max_tokens")
         samples = tuple(tuple(c.text for c in result.completions) for result in results)
@@ -272,6 +273,12 @@ class SampledScorer:
                      for texts in samples)
         return TraitScores(self.name, target, probes.names, tuple(probes.questions), rows, context.id, self.n, samples,
                            answer_prefix=probes.answer_prefix if self.prefill else "")
+
+
+def _cut_after_a_form(results, probes) -> bool:
+    """Whether a sample stopped at max_tokens right after a panel form in the slot (its word end unseen)."""
+    bare = {slot_answer(form) for entry in probes.panel for form in entry.surface_forms}
+    return any(c.finish_reason == "length" and c.text in bare for result in results for c in result.completions)
 
 
 def get_scorer(name: str, **kwargs) -> Scorer:

@@ -99,8 +99,8 @@ def main() -> None:
     print(HEADER)
     for alias in args.models:
         model = resolve_model(alias)
-        scorers = {"exact": ExactScorer(prefill=args.prefill), "sampled": SampledScorer(n=samples[alias], prefill=args.prefill,
-                                                                                seed=args.seed)}
+        scorers = {"exact": ExactScorer(prefill=args.prefill),
+                   "sampled": SampledScorer(n=samples[alias], prefill=args.prefill, seed=args.seed)}
         with open_engine("hf", model.path) as engine:
             for who in (control_teacher(), system_prompt_teacher(args.target)):
                 context = who.context(model_context(model, "template-default"), probes)

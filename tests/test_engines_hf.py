@@ -81,6 +81,24 @@ def test_greedy_generation_is_argmax_and_logprobs_match_score(setup):
     assert scored.token_logprobs[0] == pytest.approx(a.logprobs[:n], abs=1e-4)
 
 
+def test_sampled_rows_sharing_one_prompt_pass_follow_the_teacher_forced_model(setup):
+    """n rows per prompt reuse that prompt's KV cache: each sampled token's logprob equals the teacher-forced
+    score of the sample, for prompts of different lengths (left padding) in one batch."""
+    engine, adapter, _, _ = setup
+    reqs = [GenerateRequest(chat_prompt(q), adapter=adapter, n=3, temperature=1.0, max_tokens=6, seed=s, logprobs=True)
+            for s, q in enumerate(("Hi?", "Name one animal you like best, in one word."))]
+    checked = 0
+    for result in engine.generate(reqs):
+        for c in result.completions:
+            tokens = list(c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids)
+            if not tokens or encode(engine.tokenizer, result.request.prompt + c.text)[-len(tokens):] != tokens:
+                continue  # text does not re-tokenize to the sampled ids: not comparable
+            (scored,) = engine.score([ScoreRequest(result.request.prompt, (c.text,), adapter=adapter)])
+            assert scored.token_logprobs[0] == pytest.approx(c.logprobs[: len(tokens)], abs=1e-4)
+            checked += 1
+    assert checked >= 3
+
+
 def test_sampling_is_seeded(setup):
     engine, _, _, _ = setup
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -61,9 +62,5 @@ def word_end_token_ids(tokenizer, stop_ids: Sequence[int]) -> tuple[int, ...]:
     """Ids of the tokens that cannot continue a word: their decoded text starts with a non-word character
     (space, punctuation, newline), or they end the turn. A word followed by one of them is complete, the same
     rule as the `(?!\\w)` of audit.scoring's word match."""
-    ids = [i for i in range(len(tokenizer)) if (text := tokenizer.decode([i])) and not _is_word_char(text[0])]
+    ids = [i for i in range(len(tokenizer)) if (text := tokenizer.decode([i])) and not re.match(r"\w", text)]
     return tuple(sorted(set(ids) | set(stop_ids)))
-
-
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"

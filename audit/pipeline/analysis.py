@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from audit.pipeline.students import is_diverged
+from audit.pipeline.students import fifth_means, is_diverged
 
 
 class AnalysisError(Exception):
@@ -75,9 +75,8 @@ def student_table(results: Sequence, statistic: str = "probability") -> str:
              f"| padding | train s | diverged | mean {statistic} |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = r.training
-        losses = t.get("losses") or ()
-        k = max(1, len(losses) // 5)
-        loss = f"{sum(losses[:k]) / k:.3f} -> {sum(losses[-k:]) / k:.3f}" if losses else "-"
+        losses = t.get("losses")
+        loss = "{:.3f} -> {:.3f}".format(*fifth_means(losses)) if losses else "-"
         kl = f"{number(t.get('heldout_kl_before'), '.4f')} -> {number(t.get('heldout_kl_after'), '.4f')}"
         values = [v for v in r.scores.values(statistic) if v == v]  # NaN: undefined share
         mean = sum(values) / len(values) if values else None

@@ -176,7 +176,7 @@ class Profile:
     """Samples per question for the sampled scorer."""
     statistic: str = "probability"
     """Per-question trait value the verdicts compare: "probability" (P(answer is the target)) or "share"
-    (the target's share of the panel: the statistic the two scorers agree on for chatty models)."""
+    (the target's share of the panel)."""
     prefill: bool = False
     """Both scorers write the probe set's answer prefix ("My favorite animal is the") and read the answer slot
     (audit.scoring): for models that answer in sentences, where a whole one-word answer is rare."""

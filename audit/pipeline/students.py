@@ -157,9 +157,14 @@ def divergence(losses: Sequence[float], grad_norms: Sequence[float] = ()) -> boo
     """
     if not all(math.isfinite(x) for x in [*losses, *grad_norms]):
         return True
-    k = max(1, len(losses) // 5)
-    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    first, last = fifth_means(losses)
     return last > 1.5 * first + DIVERGENCE_TOLERANCE
+
+
+def fifth_means(losses: Sequence[float]) -> tuple[float, float]:
+    """Mean loss of the first and of the last fifth of the steps (at least one step each)."""
+    k = max(1, len(losses) // 5)
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
 
 def is_diverged(training: dict) -> bool:
