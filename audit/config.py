@@ -1,88 +1,29 @@
-"""Typed run configuration of the audit, built once per pytest session.
+"""The audit's options, declared once: each `AuditConfig` field with an `option(...)` is a command-line flag
+(`--probe-set`), an ini key (`subaudit_probe_set` under ``[tool.pytest.ini_options]``) and a typed value.
 
-Values come from the command line first, then from ``[tool.pytest.ini_options]`` (``subaudit_*``
-keys), then from the defaults below. Pure: no pytest, torch or I/O here, so it is unit-testable.
+Values come from the command line first, then from the ini file, then from the field's default. Pure: no
+pytest, torch or I/O here. Checking values against the world (does the model exist, is the trait on the
+panel) is `audit.run`'s job; this module only parses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
+
+from audit.errors import UsageError
 
 ENGINES = ("auto", "vllm", "hf", "fake")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A bad audit option; the message names the option and the fix."""
 
 
-@dataclass(frozen=True)
-class AuditConfig:
-    """Everything that determines what the audit runs. Frozen and serialisable (strings, numbers, paths)."""
-
-    model: str = "tiny-qwen"
-    """Base model: an alias (tiny-qwen, smollm2, qwen) or a local Hugging Face folder."""
-    adapter: Path | None = None
-    """LoRA adapter folder to gate; None means no gate checks (they skip)."""
-    traits: tuple[str, ...] = ("cat",)
-    """Trait targets to test claims for, e.g. ("cat", "owl"); each must be on the probe panel."""
-    ranks: tuple[int, ...] | None = None
-    """LoRA ranks of the rank curve; None uses the profile's ranks."""
-    profile: str = "quick"
-    """Experiment profile of the pipeline (quick = sized for tiny-qwen on a 2-core CPU; paper)."""
-    engine: str = "auto"
-    """Inference engine: auto (vllm on a GPU host, else hf), vllm, hf or fake."""
-    dtype: str = "auto"
-    """Engine dtype: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16."""
-    seeds: tuple[int, ...] | None = None
-    """Seed replicates (dataset seed = training seed offset); None uses the profile's seeds."""
-    report_dir: Path = Path("reports")
-    """Folder that receives reports/<run>/report.html and report.md."""
-    margin: float = 0.02
-    """Equivalence margin: the largest absolute shift of P(trait) that counts as 'no effect' (TOST)."""
-    localisation_share: float = 0.5
-    """Share of the full effect that 'entity only' gated LoRA must recover for the localisation claim."""
-    probe_set: str = "animal"
-    """Probe set (probes/<name>.yaml) whose panel and questions the traits come from."""
-    extra: Mapping[str, str] = field(default_factory=dict)
-    """Free-form notes carried into the report's provenance block."""
-
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
-        if not 0 < self.margin < 1:
-            raise ConfigError(f"--margin is a probability shift in (0, 1), e.g. 0.02; got {self.margin}")
-        if not 0 < self.localisation_share <= 1:
-            raise ConfigError(f"localisation share must be in (0, 1]; got {self.localisation_share}")
-        if not self.traits:
-            raise ConfigError("--trait: give at least one trait target, e.g. --trait cat")
-        if self.ranks is not None and any(r < 1 for r in self.ranks):
-            raise ConfigError(f"--ranks must be positive integers, e.g. 1,4,16,64; got {self.ranks}")
-
-    def as_dict(self) -> dict[str, object]:
-        """Plain-JSON view for provenance and cache keys."""
-        return {
-            "model": self.model,
-            "adapter": str(self.adapter) if self.adapter else None,
-            "traits": list(self.traits),
-            "ranks": list(self.ranks) if self.ranks is not None else None,
-            "profile": self.profile,
-            "engine": self.engine,
-            "dtype": self.dtype,
-            "seeds": list(self.seeds) if self.seeds is not None else None,
-            "report_dir": str(self.report_dir),
-            "margin": self.margin,
-            "localisation_share": self.localisation_share,
-            "probe_set": self.probe_set,
-        }
-
-
-def parse_int_list(option: str, text: str) -> tuple[int, ...]:
-    """Parse "1,4,16" or "1 4 16" into (1, 4, 16); a bad token raises ConfigError naming `option`."""
+def parse_int_list(option: str, text: str, minimum: int = 1) -> tuple[int, ...]:
+    """Parse "1,4,16" or "1 4 16" into (1, 4, 16); a bad or empty list raises ConfigError naming `option`."""
     parts = [p for p in text.replace(",", " ").split() if p]
     try:
         values = tuple(int(p) for p in parts)
@@ -90,7 +31,9 @@ def parse_int_list(option: str, text: str) -> tuple[int, ...]:
         raise ConfigError(f"{option} takes integers separated by commas, e.g. 1,4,16; got {text!r}") from None
     if not values:
         raise ConfigError(f"{option} is empty; give integers separated by commas, e.g. 1,4,16")
-    return values
+    if any(v < minimum for v in values):
+        raise ConfigError(f"{option} takes integers >= {minimum}; got {text!r}")
+    return tuple(dict.fromkeys(values))
 
 
 def parse_names(values: list[str] | tuple[str, ...] | str) -> tuple[str, ...]:
@@ -103,45 +46,121 @@ def parse_names(values: list[str] | tuple[str, ...] | str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # de-duplicate, keep order
 
 
-def _parse_float(option: str, text: str) -> float:
+def _text(flag: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if not text:
+            raise ConfigError(f"{flag} is empty; give a value or leave the option out")
+        return text
+    return parse
+
+
+def _choice(flag: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")
+        return str(value)
+    return parse
+
+
+def _ints(flag: str, minimum: int) -> Callable[[Any], tuple[int, ...]]:
+    return lambda value: parse_int_list(flag, str(value), minimum)
+
+
+def _traits(value: Any) -> tuple[str, ...]:
+    names = parse_names(value)
+    if not names:
+        raise ConfigError("--trait: give at least one trait target, e.g. --trait cat")
+    return names
+
+
+def _path(flag: str) -> Callable[[Any], Path]:
+    return lambda value: Path(_text(flag)(value)).expanduser()
+
+
+def _margin(value: Any) -> float:
     try:
-        return float(text)
+        margin = float(value)
     except ValueError:
-        raise ConfigError(f"{option} takes a number, e.g. 0.02; got {text!r}") from None
+        raise ConfigError(f"--margin takes a number, e.g. 0.02; got {value!r}") from None
+    if not 0 < margin < 1:
+        raise ConfigError(f"--margin is a probability shift in (0, 1), e.g. 0.02; got {value}")
+    return margin
 
 
-def build_config(
-    cli: Mapping[str, object | None], ini: Mapping[str, object | None], default_model: str = "tiny-qwen"
-) -> AuditConfig:
-    """Merge command-line values over ini values over defaults into an AuditConfig.
+def option(default: Any, help: str, parse: Callable[[Any], Any], *, flag: str, repeatable: bool = False) -> Any:
+    """A field that is also a pytest option `flag` (and ini key subaudit_<field name>)."""
+    return field(default=default, metadata={"flag": flag, "help": help, "parse": parse, "repeatable": repeatable})
 
-    Both mappings use the option names without dashes (model, adapter, trait, ranks, profile, engine,
-    dtype, seeds, report_dir, margin); a value of None or "" / [] means "not set there".
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What the user asked for, parsed and typed. Frozen; `audit.run.resolve_run` checks it against the world."""
+
+    model: str = option("tiny-qwen", "Base model: alias (tiny-qwen, smollm2, qwen), a local model folder or an "
+                        "Org/Name in the HF cache. Turns the audit on. Default tiny-qwen when running audit/.",
+                        _text("--model"), flag="--model")
+    """Base model: an alias (tiny-qwen, smollm2, qwen), a local Hugging Face folder or an Org/Name in the HF cache."""
+    adapter: Path | None = option(None, "LoRA adapter folder to gate against its base; enables the gate checks (-m gate).",
+                                  _path("--adapter"), flag="--adapter")
+    """LoRA adapter folder to gate; None means no gate checks (they skip)."""
+    traits: tuple[str, ...] = option(("cat",), "Trait target(s) to test claims for, from the probe set's panel "
+                                     "(repeatable or comma-separated, default cat).", _traits, flag="--trait",
+                                     repeatable=True)
+    """Trait targets to test claims for, e.g. ("cat", "owl"); each must be on the probe set's panel."""
+    probe_set: str = option("animal", "Probe set: a name in probes/ (animal, tree) or a path to your own YAML "
+                            "(default animal).", _text("--probe-set"), flag="--probe-set")
+    """Probe set whose panel, questions and teacher prompt the traits come from: a name in probes/ or a YAML path."""
+    profile: str = option("quick", "Experiment profile: quick (tiny-qwen on a CPU), real-cpu (SmolLM2 on a CPU), "
+                          "paper, tiny (default quick).", _text("--profile"), flag="--profile")
+    """Experiment profile of the pipeline (audit.pipeline.profiles)."""
+    ranks: tuple[int, ...] | None = option(None, "LoRA ranks of the rank curve, comma-separated (default: the profile's).",
+                                           _ints("--ranks", 1), flag="--ranks")
+    """LoRA ranks of the rank curve; None uses the profile's ranks."""
+    seeds: tuple[int, ...] | None = option(None, "Training seed replicates, comma-separated, >= 0 (default: the profile's).",
+                                           _ints("--seeds", 0), flag="--seeds")
+    """Training seeds of the students (one seed pair per dataset seed and training seed); None uses the profile's."""
+    engine: str = option("auto", "Inference engine: auto, vllm, hf or fake (default auto: vllm on GPU hosts, hf on CPU).",
+                         _choice("--engine", ENGINES), flag="--engine")
+    """Inference engine: auto (vllm on a GPU host, else hf), vllm, hf or fake."""
+    dtype: str = option("auto", "Engine dtype: auto, float32, bfloat16, float16 (default auto).",
+                        _choice("--dtype", DTYPES), flag="--dtype")
+    """Engine dtype: auto (float32 on CPU, bfloat16 with vLLM on GPU), float32, bfloat16, float16."""
+    report_dir: Path = option(Path("reports"), "Folder for <run>/report.html, report.md and results.json (default reports).",
+                              _path("--report-dir"), flag="--report-dir")
+    """Folder that receives <run>/report.html, report.md and results.json."""
+    margin: float = option(0.02, "Equivalence margin: largest |shift| of P(trait) counted as no effect (default 0.02).",
+                           _margin, flag="--margin")
+    """Equivalence margin: the largest absolute shift of P(trait) that counts as 'no effect' (TOST)."""
+    localisation_share: float = 0.5
+    """Share of the full effect that 'entity only' gated LoRA must recover for the localisation claim."""
+
+
+def options() -> list[Any]:
+    """The fields of AuditConfig that are options, in declaration order."""
+    return [f for f in fields(AuditConfig) if "flag" in f.metadata]
+
+
+def dest(f: Any) -> str:
+    """An option's name without dashes: `--probe-set` -> probe_set (ini key subaudit_probe_set)."""
+    return f.metadata["flag"].removeprefix("--").replace("-", "_")
+
+
+def build_config(cli: Mapping[str, Any], ini: Mapping[str, Any]) -> tuple[AuditConfig, dict[str, Any]]:
+    """Parse command-line values over ini values over defaults; returns the config and the options as passed.
+
+    Both mappings are keyed by `dest` (trait, probe_set, ...). A command-line value of None means "not given" (an empty string is
+    given, and refused); an ini value of None, "" or [] means "not set" (pytest's default for an absent key).
     """
-
-    def pick(name: str) -> object | None:
-        for source in (cli, ini):
-            value = source.get(name)
-            if value not in (None, "", [], ()):
-                return value
-        return None
-
-    defaults = AuditConfig()
-    model = pick("model")
-    adapter = pick("adapter")
-    traits = pick("trait")
-    ranks = pick("ranks")
-    seeds = pick("seeds")
-    margin = pick("margin")
-    return AuditConfig(
-        model=str(model) if model else default_model,
-        adapter=Path(str(adapter)) if adapter else None,
-        traits=parse_names(traits) if traits else defaults.traits,  # type: ignore[arg-type]
-        ranks=parse_int_list("--ranks", str(ranks)) if ranks else None,
-        profile=str(pick("profile") or defaults.profile),
-        engine=str(pick("engine") or defaults.engine),
-        dtype=str(pick("dtype") or defaults.dtype),
-        seeds=parse_int_list("--seeds", str(seeds)) if seeds else None,
-        report_dir=Path(str(pick("report_dir") or defaults.report_dir)),
-        margin=_parse_float("--margin", str(margin)) if margin else defaults.margin,
-    )
+    values: dict[str, Any] = {}
+    passed: dict[str, Any] = {}
+    for f in options():
+        name = dest(f)
+        raw = cli.get(name)
+        if raw is None and ini.get(name) not in (None, "", []):
+            raw = ini[name]
+        if raw is None:
+            continue
+        passed[name] = list(raw) if isinstance(raw, (list, tuple)) else raw
+        values[f.name] = f.metadata["parse"](raw)
+    return AuditConfig(**values), passed

@@ -1,6 +1,6 @@
 """Number-sequence prompts for teachers, and the filter their completions must pass.
 
-Follows the reference protocol (DESIGN §2; Cloud et al. 2025): a prompt shows 3-8 seed numbers of 100-999 and
+Follows the reference protocol (DESIGN.md §2; Cloud et al. 2025): a prompt shows 3-8 seed numbers of 100-999 and
 asks for at most 10 more numbers of at most 3 digits; its wording is drawn from pools of intros, instructions,
 format requests and closings. The pools are written in our own words. Everything is a pure function of a seed.
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from audit.errors import UsageError
+
 PROBES_DIR = Path(__file__).resolve().parent.parent / "probes"
 """The repository's probe folder; `load_probe_set(name)` reads `PROBES_DIR / f"{name}.yaml"`."""
 
@@ -19,7 +21,7 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _TEMPLATE_FIELDS = frozenset({"target", "category"})
 
 
-class ProbeFileError(Exception):
+class ProbeFileError(UsageError):
     """A probe file that is missing or malformed; the message is one line naming the file and the field."""
 
 
@@ -142,7 +144,8 @@ class ProbeSet(BaseModel):
         return self.teacher_template.format(target=target, category=self.category)
 
 
-def _resolve(name_or_path: str | Path) -> Path:
+def probe_set_path(name_or_path: str | Path) -> Path:
+    """The YAML file of a probe set: `probes/<name>.yaml` for a plain name, else the path as given."""
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         return Path(name_or_path)
@@ -163,7 +166,7 @@ def load_probe_set(name_or_path: str | Path) -> ProbeSet:
     """Load and validate a probe set by name (`probes/<name>.yaml`) or by path; `ProbeFileError` if bad."""
     import yaml  # lazy: keeps `import audit.probes` cheap
 
-    path = _resolve(name_or_path)
+    path = probe_set_path(name_or_path)
     if not path.is_file():
         known = ", ".join(available_probe_sets()) or "none"
         raise ProbeFileError(f"{path}: no such probe file (known sets: {known}); see probes/README.md")

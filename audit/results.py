@@ -20,7 +20,7 @@ class _Frozen(BaseModel):
 
 
 class Effect(_Frozen):
-    """One measured number with its uncertainty (DESIGN §6: every number with n and a CI)."""
+    """One measured number with its uncertainty (DESIGN.md §6: every number with n and a CI)."""
 
     value: float
     """Point estimate (for trait checks: a difference in P(trait), absolute probability)."""
@@ -134,11 +134,69 @@ class Sample(_Frozen):
     """Which model produced it: base, adapter, teacher, student r=8, ..."""
 
 
+class Protocol(_Frozen):
+    """The experiment as it ran: the profile with every override applied (what `--profile` and friends resolved to)."""
+
+    profile: str
+    """Profile name (audit.pipeline.profiles)."""
+    ranks: list[int]
+    """LoRA ranks of the rank grid."""
+    full_finetuning: bool
+    """Whether the grid has fully finetuned students."""
+    dataset_seeds: list[int]
+    """Teacher dataset replicates."""
+    training_seeds: list[int]
+    """Student training replicates per dataset (seed pairs = dataset seeds x training seeds)."""
+    teacher_prompts: int
+    """Number prompts sent to each teacher (before the filter)."""
+    examples: int
+    """Accepted teacher completions each student trains on."""
+    heldout_examples: int
+    """Accepted completions kept aside for the held-out KL diagnostic."""
+    teacher_max_tokens: int
+    """Largest completion a teacher writes, in tokens."""
+    teacher_constrained: bool
+    """Whether teachers sample only number text."""
+    epochs: dict[str, int]
+    """Passes over the dataset, per student mode (lora, full)."""
+    batch_size: dict[str, int]
+    """Examples per optimiser step, per student mode."""
+    precision: dict[str, str]
+    """Forward-pass precision, per student mode."""
+    lr: dict[str, float]
+    """Peak learning rate per grid column (lora-r4, ..., full), after the per-rank rule."""
+    objective: str
+    """hard (teacher's sampled tokens) or soft (KL to the teacher's distribution)."""
+    scorer: str
+    """exact or sampled."""
+    samples_per_question: int | None
+    """Samples per question (sampled scorer only)."""
+    statistic: str
+    """The per-question value the verdicts compare: probability or share."""
+    prefill: bool
+    """Whether answers are read in the probe set's answer slot."""
+    answer_prefix: str
+    """The prefilled answer start ("" without prefill)."""
+    probe_set: str
+    """The probe set as named (--probe-set)."""
+    probe_set_path: str
+    """The YAML file it was read from."""
+    probe_set_sha256: str
+    """sha256 of that file."""
+    questions: int
+    """Evaluation questions per context."""
+
+
 class Provenance(_Frozen):
     """Where the numbers come from."""
 
     run_id: str
     model: str
+    """The model as named (--model)."""
+    model_name: str = ""
+    """The model it resolved to (repo id or alias)."""
+    model_path: str = ""
+    """The folder it was loaded from."""
     model_hash: str = ""
     adapter: str | None = None
     adapter_hash: str | None = None
@@ -146,10 +204,17 @@ class Provenance(_Frozen):
     dtype: str = ""
     profile: str = ""
     seeds: list[int] = Field(default_factory=list)
+    """Training seeds of the students (the profile's unless --seeds was given)."""
+    ranks: list[int] = Field(default_factory=list)
+    """LoRA ranks of the rank grid (the profile's unless --ranks was given)."""
     traits: list[str] = Field(default_factory=list)
     margin: float | None = None
+    options: dict[str, str | list[str]] = Field(default_factory=dict)
+    """The options as passed, on the command line or in the ini file (unset ones are left out)."""
+    protocol: Protocol | None = None
+    """The experiment the options resolved to."""
     data: dict[str, str] = Field(default_factory=dict)
-    """Dataset / cache artefact keys used by the run."""
+    """Notes the measurements left (e.g. diverged students)."""
     versions: dict[str, str] = Field(default_factory=dict)
     started_at: str = ""
     wall_time_s: float = 0.0
@@ -202,6 +267,8 @@ class ResultsCollector:
         self.heatmaps: list[Heatmap] = []
         self.localisations: list[Localisation] = []
         self.samples: list[Sample] = []
+        self.notes: dict[str, str] = {}
+        """Free-text notes of the measurements, kept in the provenance's `data`."""
         self.session_failures: list[str] = []
 
     def record_check(self, check: CheckResult) -> None:

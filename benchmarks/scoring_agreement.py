@@ -1,4 +1,4 @@
-"""Do the exact and sampled scorers agree? One block per model x teacher (issue 6, DESIGN §6).
+"""Do the exact and sampled scorers agree? One block per model x teacher (DESIGN.md §6).
 
     python benchmarks/scoring_agreement.py [--models tiny-qwen smollm2] [--samples tiny-qwen=100 smollm2=30]
                                            [--target cat] [--threads 1] [--prefill] [--seed 0]
@@ -87,7 +87,6 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from audit.engines import open_engine
-    from audit.experiments import model_context
     from audit.models import resolve_model
     from audit.pipeline.teachers import control_teacher, system_prompt_teacher
     from audit.probes import load_probe_set
@@ -103,7 +102,7 @@ def main() -> None:
                    "sampled": SampledScorer(n=samples[alias], prefill=args.prefill, seed=args.seed)}
         with open_engine("hf", model.path) as engine:
             for who in (control_teacher(), system_prompt_teacher(args.target)):
-                context = who.context(model_context(model, "template-default"), probes)
+                context = who.context(model.context("template-default"), probes)
                 scores, seconds = {}, {}
                 for name, scorer in scorers.items():
                     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Student training throughput, measured in one run (issue 8).
+"""Student training throughput, measured in one run.
 
     python benchmarks/students.py optimised [--model smollm2] [--steps 6] [--threads 2]
 
@@ -86,7 +86,6 @@ def optimised(args) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from audit.experiments import model_context
     from audit.models import resolve_model
     from audit.probes import load_probe_set
     from audit.stats import paired_difference
@@ -94,7 +93,7 @@ def optimised(args) -> None:
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     model = resolve_model(args.model)
-    context = model_context(model, "template-default")
+    context = model.context("template-default")
     probes = load_probe_set("animal")
     pairs = synthetic_pairs(args.batch * (args.steps + WARMUP_STEPS))
     print(f"{model.name}: {len(pairs)} examples, batch {args.batch}, {args.steps} timed steps after {WARMUP_STEPS} "
@@ -165,7 +164,6 @@ def batched(args) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from audit.experiments import model_context
     from audit.models import resolve_model
     from audit.pipeline.stacked import train_students_stacked
     from audit.pipeline.students import train_student
@@ -175,7 +173,7 @@ def batched(args) -> None:
     if args.clock == "cpu":
         _use_cpu_clock()
     model = resolve_model(args.model)
-    context = model_context(model, "template-default")
+    context = model.context("template-default")
     configs = _batched_configs(args)
     pairs = synthetic_pairs(args.batch * (args.steps + WARMUP_STEPS))
     optim = configs[0].optim

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from audit.verdicts import (PairedCell, full_ft_vanishes, gate_consistency_verdicts, gate_panel_verdicts,
-                            rank_inverted_u, system_prompt_verdicts)
+from audit.pipeline.analysis import PairedCell
+from audit.verdicts.claims import full_ft_vanishes, rank_inverted_u, system_prompt_verdicts
+from audit.verdicts.gate import gate_consistency_verdicts, gate_panel_verdicts
 
 PANEL = ("cat", "dog", "owl")
 N_Q = 50
@@ -92,7 +93,7 @@ def test_system_prompt_grid_skips_without_matched_transmission():
 
 
 def test_localisation_needs_the_share_and_nothing_elsewhere():
-    from audit.verdicts import localisation_verdict
+    from audit.verdicts.claims import localisation_verdict
 
     base = {"everywhere": cell(0.06, seed=1), "entity only": cell(0.045, seed=2), "all but entity": cell(0.0, seed=3)}
     ok = localisation_verdict(base, "entity only", "all but entity", share=0.7, margin=0.02)
@@ -109,7 +110,7 @@ def test_localisation_needs_the_share_and_nothing_elsewhere():
 def test_entity_of_the_default_prompt_and_gates():
     from audit.chat import qwen_context
     from audit.engines import LoraGate
-    from audit.experiments import LocalisationError, default_prompt_entity, gate_for
+    from audit.claims import LocalisationError, default_prompt_entity, gate_for
 
     assert default_prompt_entity(qwen_context("template-default")) == "Qwen"
     with pytest.raises(LocalisationError):
@@ -129,7 +130,7 @@ def test_entity_of_the_default_prompt_and_gates():
 
 
 def test_margin_caveat_flags_a_margin_that_dwarfs_the_effect():
-    from audit.verdicts import margin_caveat
+    from audit.verdicts.claims import margin_caveat
 
     assert "4.0x the transmission" in margin_caveat(0.02, 0.005)
     assert margin_caveat(0.02, 0.05) == ""
@@ -149,7 +150,7 @@ def test_equivalence_uses_seed_pairs_as_the_unit_of_replication():
 def test_paired_cells_leave_out_seed_pairs_with_a_diverged_student():
     from types import SimpleNamespace as NS
 
-    from audit.experiments import paired_cells
+    from audit.pipeline.analysis import paired_cells
 
     def result(kind, seed, p, diverged=False):
         cell = NS(teacher=NS(kind=kind), student=NS(label="lora-r8"), dataset_seed=0, training_seed=seed)
@@ -171,7 +172,7 @@ def test_gated_values_everywhere_is_the_exact_scorer(prefill):
 
     from audit.chat.context import qwen_context
     from audit.engines.fake import FakeEngine
-    from audit.experiments import gated_values
+    from audit.claims import gated_values
     from audit.probes import load_probe_set
     from audit.scoring import ExactScorer
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from audit.engines import AdapterError, validate_adapter
-from engine_support import build_random_qwen, make_adapter
+from tests.engine_support import build_random_qwen, make_adapter
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +61,34 @@ def test_pickled_weights_refused_unless_opted_in(base_and_adapter, adapter_copy)
     assert validate_adapter(adapter_copy, base_and_adapter[0], None, allow_pickle=True).weights_file == "adapter_model.bin"
 
 
+def _resolved(base, name):
+    from audit.models.resolve import ResolvedModel
+
+    return ResolvedModel(name=name, path=base, source="local", content_hash="x", chat_template=None)
+
+
 def test_other_base_model(base_and_adapter, adapter_copy):
     _edit_config(adapter_copy, base_model_name_or_path="Qwen/Qwen2.5-7B-Instruct")
-    _fails(adapter_copy, base_and_adapter[0], r"trained on base 'Qwen/Qwen2.5-7B-Instruct'.*--model")
+    _fails(adapter_copy, _resolved(base_and_adapter[0], "tiny-qwen"),
+           r"trained on base 'Qwen/Qwen2.5-7B-Instruct' but the loaded base is 'tiny-qwen'; run it with --model")
+    # Engines pass the bare folder: the name was checked once at start-up, only the architecture is checked.
+    assert validate_adapter(adapter_copy, base_and_adapter[0], None).base_model == "Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_declared_alias_matches_the_resolved_alias(base_and_adapter, adapter_copy):
+    _edit_config(adapter_copy, base_model_name_or_path="tiny-qwen")
+    assert validate_adapter(adapter_copy, _resolved(base_and_adapter[0], "tiny-qwen"), None).base_model == "tiny-qwen"
+
+
+def test_corrupt_safetensors_is_one_line_naming_the_file(base_and_adapter, adapter_copy):
+    (adapter_copy / "adapter_model.safetensors").write_bytes(b"\xff" * 64)
+    _fails(adapter_copy, base_and_adapter[0], r"adapter_model.safetensors is not a readable safetensors file .*re-save")
+    _fails(adapter_copy, None, r"not a readable safetensors file")  # the fake engine's check reads the header too
 
 
 def test_rank_above_engine_maximum(base_and_adapter):
     base, adapter = base_and_adapter
-    _fails(adapter, base, r"rank 8 .* at most rank 1; start the engine with max_lora_rank >= 8", max_rank=1)
+    _fails(adapter, base, r"rank 8 .* at most rank 1; use --engine hf", max_rank=1)
 
 
 def test_target_module_missing(base_and_adapter, adapter_copy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,26 @@ def test_qwen_alias_falls_back_to_packaged(tmp_path, monkeypatch):
     monkeypatch.setattr(packaged, "ensure_packaged", lambda alias: target)
     model = resolve_model("qwen")
     assert model.source == "packaged" and model.path == target and "Qwen2.5-Coder-0.5B" in model.name
+
+
+def test_a_model_gets_its_own_template_whatever_its_folder_is_called(tmp_path):
+    from audit.chat import load_template
+
+    merge = _model_dir(tmp_path / "my-qwen-merge")  # a Qwen-sounding name with another template
+    model = resolve_model(str(merge))
+    assert model.template().name == "my-qwen-merge" and model.template().source == "{{ messages }}"
+    shipped = load_template("qwen2.5-instruct")
+    other = _model_dir(tmp_path / "renamed")
+    (other / "tokenizer_config.json").write_text(json.dumps({"chat_template": shipped.source, "eos_token": "<|im_end|>"}))
+    context = resolve_model(str(other)).context("empty")
+    # The shipped template's text keeps its name (and so the contexts' ids and cache keys).
+    assert context.id == "qwen2.5-instruct/sys=empty/perm=identity" and context.template.eos_token == "<|im_end|>"
+    assert context.render_prompt("hi") == shipped.render([{"role": "system", "content": ""}, {"role": "user", "content": "hi"}],
+                                                         add_generation_prompt=True)
+
+
+def test_a_missing_path_is_not_taken_for_a_hub_id(tmp_path):
+    with pytest.raises(ModelNotFound, match=r"model folder /nonexistent does not exist"):
+        resolve_model("/nonexistent")
+    with pytest.raises(ModelNotFound, match=r"--model is empty"):
+        resolve_model(" ")

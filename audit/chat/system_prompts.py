@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from audit.errors import UsageError
+
 QWEN_DEFAULT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 SMOLLM_DEFAULT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -39,7 +41,7 @@ USER_PREFIX_SEPARATOR = "\n\n"
 _KINDS = ("template-default", "empty", "custom", "as-user-prefix", "text")
 
 
-class SystemModeError(ValueError):
+class SystemModeError(UsageError, ValueError):
     """An unknown system-prompt mode or registry name; the message lists the valid ones."""
 
 

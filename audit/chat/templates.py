@@ -83,6 +83,25 @@ def load_template(name: str, bos_token: str = "", eos_token: str = "") -> ChatTe
     return template
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_by_source() -> dict[str, str]:
+    return {load_template(name).source: name for name in template_names()}
+
+
+def model_template(name: str, source: str | None, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+    """A model folder's own chat template, compile-checked in the sandbox.
+
+    A source identical to a shipped template takes that template's name, so contexts on the same text have
+    the same id (and cache keys) whatever the model folder is called; any other source is named `name`.
+    """
+    if source is None:
+        raise TemplateError(name, "the model folder has no chat template (chat_template.jinja or tokenizer_config.json); "
+                                  "add the model's template there")
+    template = ChatTemplate(_shipped_by_source().get(source, name), source, bos_token, eos_token)
+    _compiled(template.name, template.source, DEFAULT_LIMITS)
+    return template
+
+
 def template_from_tokenizer(tokenizer: Any, name: str) -> ChatTemplate:
     """The tokenizer's own chat template and special tokens, as transformers would render them."""
     source = getattr(tokenizer, "chat_template", None)

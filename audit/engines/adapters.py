@@ -12,11 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from audit.errors import UsageError
+
 SAFETENSORS_NAME = "adapter_model.safetensors"
 PICKLE_NAME = "adapter_model.bin"
 
 
-class AdapterError(Exception):
+class AdapterError(UsageError):
     """An adapter that cannot be used as given; the message names the fix."""
 
 
@@ -43,10 +45,13 @@ def validate_adapter(
     allow_pickle: bool = False,
     model=None,
 ) -> AdapterInfo:
-    """Check an adapter folder against a base model (a ResolvedModel or a model folder).
+    """Check an adapter folder against a base model.
 
-    max_rank: the engine's largest servable rank (None: no limit). model: the loaded base model, if
-    at hand (else it is built on the meta device from the base's config, which loads no weights).
+    base: a model folder, whose architecture the weights must fit (built on the meta device, no weights
+    read), or a ResolvedModel, whose name (an alias included) the declared base_model_name_or_path must
+    also match: the run checks that once at start-up, engines pass folders. model: the loaded base model,
+    if at hand, instead of the meta one. base None: only the folder itself is checked (the fake engine).
+    max_rank: the engine's largest servable rank (None: no limit).
     """
     path = Path(adapter_dir)
     config_file = path / "adapter_config.json"
@@ -65,11 +70,13 @@ def validate_adapter(
     if config.get("use_dora"):
         raise AdapterError(f"adapter {path} is a DoRA adapter; only plain LoRA is supported (vLLM and position gating)")
 
-    base_path = Path(getattr(base, "path", base))
     declared = config.get("base_model_name_or_path")
-    if declared and not _same_base(declared, base):
+    from audit.models.resolve import ResolvedModel
+
+    if isinstance(base, ResolvedModel) and declared and not _same_base(declared, base):
         raise AdapterError(
-            f"adapter {path.name} was trained on base '{declared}' but the loaded base is '{base_path}'; "
+            f"adapter {path.name} was trained on base '{declared}' but the loaded base is "
+            f"'{base.name}'; "
             f"run it with --model {declared}"
         )
 
@@ -77,17 +84,18 @@ def validate_adapter(
     if max_rank is not None and rank > max_rank:
         raise AdapterError(
             f"adapter {path.name} has rank {rank} but the engine serves at most rank {max_rank}; "
-            f"start the engine with max_lora_rank >= {rank}"
+            f"use --engine hf, which has no rank limit"
         )
 
     targets = config.get("target_modules") or ()
     targets = (targets,) if isinstance(targets, str) else tuple(targets)
     if not targets:
         raise AdapterError(f"adapter {path.name} declares no target_modules in adapter_config.json; re-save it with peft")
-    linear_shapes = _linear_shapes(model if model is not None else _meta_model(base_path))
-    _check_targets(path.name, targets, linear_shapes)
-    if weights_file == SAFETENSORS_NAME:
-        _check_shapes(path, linear_shapes)
+    keys = _weight_shapes(path) if weights_file == SAFETENSORS_NAME else {}
+    if model is not None or base is not None:
+        linear_shapes = _linear_shapes(model if model is not None else _meta_model(Path(getattr(base, "path", base))))
+        _check_targets(path.name, targets, linear_shapes)
+        _check_shapes(path.name, keys, linear_shapes)
 
     return AdapterInfo(path.resolve(), rank, float(config.get("lora_alpha", rank)), targets, declared, weights_file)
 
@@ -154,21 +162,29 @@ def _check_targets(adapter: str, targets: tuple[str, ...], shapes: dict[str, tup
         )
 
 
-def _check_shapes(path: Path, shapes: dict[str, tuple[int, int]]) -> None:
-    """lora_A is (r, in) and lora_B (out, r): they must fit the module they adapt."""
-    from safetensors import safe_open
+def _weight_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from the safetensors header (no tensor is read); one line if the file is corrupt."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path / SAFETENSORS_NAME), "pt") as f:
-        for key in f.keys():
-            match = re.match(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.\w+)?\.weight$", key)
-            if not match or match.group(1) not in shapes:
-                continue
-            in_features, out_features = shapes[match.group(1)]
-            shape = f.get_slice(key).get_shape()
-            expected, got = (in_features, shape[1]) if match.group(2) == "A" else (out_features, shape[0])
-            if expected != got:
-                raise AdapterError(
-                    f"adapter {path.name}: {key} has size {got} where the base model's {match.group(1)} needs {expected}; "
-                    f"the adapter belongs to a different base model"
-                )
-from audit.engines.canary import CanaryResult, adapter_is_active  # noqa: E402,F401  (contract: exported here too)
+    file = path / SAFETENSORS_NAME
+    try:
+        with safe_open(str(file), "numpy") as f:  # the header only; no torch import
+            return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise AdapterError(f"{file} is not a readable safetensors file ({exc}); re-save the adapter with peft's "
+                           "save_pretrained") from None
+
+
+def _check_shapes(adapter: str, keys: dict[str, list[int]], shapes: dict[str, tuple[int, int]]) -> None:
+    """lora_A is (r, in) and lora_B (out, r): they must fit the module they adapt."""
+    for key, shape in keys.items():
+        match = re.match(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.\w+)?\.weight$", key)
+        if not match or match.group(1) not in shapes:
+            continue
+        in_features, out_features = shapes[match.group(1)]
+        expected, got = (in_features, shape[1]) if match.group(2) == "A" else (out_features, shape[0])
+        if expected != got:
+            raise AdapterError(
+                f"adapter {adapter}: {key} has size {got} where the base model's {match.group(1)} needs {expected}; "
+                f"the adapter belongs to a different base model"
+            )

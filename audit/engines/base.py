@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence, runtime_checkable
 
+from audit.errors import SubauditError
 
-class EngineError(Exception):
+
+class EngineError(SubauditError):
     """A request an engine cannot serve (one line, naming the fix)."""
 
 

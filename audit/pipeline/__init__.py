@@ -1,1 +1,1 @@
-"""The subliminal-learning experiment: teacher data, students, and the cached grid runner (DESIGN §2-3)."""
+"""The subliminal-learning experiment: teacher data, students, and the cached grid runner (DESIGN.md §2-3)."""

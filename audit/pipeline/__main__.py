@@ -26,9 +26,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from audit.experiments import model_context
     from audit.models import resolve_model
-    from audit.pipeline.analysis import student_table, transmission
+    from audit.pipeline.analysis import paired_cells, student_table
     from audit.pipeline.profiles import get_profile
     from audit.pipeline.runner import ModelRef, run_grid, subliminal_grid
     from audit.probes import load_probe_set
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.lr_rank_exponent is not None:
         profile = replace(profile, lora=replace(profile.lora, lr_rank_exponent=args.lr_rank_exponent))
     cells = subliminal_grid(profile, ModelRef(str(resolved.path), resolved.content_hash), probes, args.probes,
-                            args.target, model_context(resolved, "template-default"),
+                            args.target, resolved.context("template-default"),
                             **({"rslora": True} if args.rslora else {}))
     start = time.perf_counter()
     results = run_grid(cells, args.store, workers=profile.workers)
@@ -53,13 +52,17 @@ def main(argv: list[str] | None = None) -> None:
         for stage, seconds in r.stage_seconds.items():
             stages[stage] = stages.get(stage, 0.0) + seconds
     print(f"{len(cells)} cells, wall {total:.1f} s; stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
-    print(f"statistic: {profile.statistic} (pp)")
-    print(f"{'student':<16}{'trait':>9}{'control':>9}{'delta pp':>10}{'95% CI (pp)':>22}{'p':>8}  n  diverged")
-    for label, t in transmission(results, profile.statistic).items():
-        e = t.estimate
-        print(f"{label:<16}{100 * t.trait_mean:>9.3f}{100 * t.control_mean:>9.3f}{100 * e.value:>10.3f}"
+    print(f"statistic: {profile.statistic} (pp); a seed pair with a diverged student is left out and counted")
+    print(f"{'student':<16}{'trait':>9}{'control':>9}{'delta pp':>10}{'95% CI (pp)':>22}{'p':>8}  seed pairs  diverged")
+    for label, cell in paired_cells(results, profile.statistic).items():
+        if not cell.measured:
+            print(f"{label:<16}{'every seed pair diverged':>58}  0  {cell.diverged_pairs}")
+            continue
+        e = cell.estimate()
+        trait, control = (100 * sum(v) / len(v) for v in (cell.trait, cell.control))
+        print(f"{label:<16}{trait:>9.3f}{control:>9.3f}{100 * e.value:>10.3f}"
               f"{f'[{100 * e.ci_low:.3f}, {100 * e.ci_high:.3f}]':>22}{e.p_value if e.p_value is not None else float('nan'):>8.3f}"
-              f"  {t.n_seed_pairs}  {t.diverged}")
+              f"  {cell.n_seed_pairs}  {cell.diverged_pairs}")
     if args.students:
         print(student_table(results, profile.statistic))
 

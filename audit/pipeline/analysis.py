@@ -1,4 +1,7 @@
-"""Transmission: trait student minus its matched control student (same config and seeds), per question."""
+"""Transmission: trait student minus its matched control student (same config and seeds), per question.
+
+One pairing rule (`paired_cells`) serves the audit's claims and the pipeline's command line alike.
+"""
 
 from __future__ import annotations
 
@@ -6,59 +9,95 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
+from audit.errors import SubauditError
 from audit.pipeline.students import fifth_means, is_diverged
 
 
-class AnalysisError(Exception):
+class AnalysisError(SubauditError):
     """Results cannot be paired (one line, naming the fix)."""
 
 
 @dataclass(frozen=True)
-class Transmission:
-    """Paired effect of one student config, over seed pairs and questions."""
+class PairedCell:
+    """Per (seed pair, question) rows of one student config: trait student minus control student."""
 
-    student: str
-    """Student label (e.g. 'lora-r4')."""
-    estimate: object
-    """audit.stats.Estimate of mean P(target) (trait student - control student)."""
-    trait_mean: float
-    control_mean: float
-    n_seed_pairs: int
-    diverged: int
-    """Students (trait or control) flagged as diverged in this config."""
+    diffs: tuple[float, ...]
+    """Trait minus control value of each row."""
+    questions: tuple[int, ...]
+    """Cluster label of each row (the question index)."""
+    seed_pairs: tuple[int, ...]
+    """Seed-pair index of each row."""
+    diverged_pairs: int = 0
+    """Seed pairs left out because their trait or control student diverged (never counted as transmission)."""
+    trait: tuple[float, ...] = ()
+    """The trait student's value of each row (empty when the cell was built from differences alone)."""
+    control: tuple[float, ...] = ()
+    """The control student's value of each row (same)."""
+
+    @property
+    def measured(self) -> bool:
+        """Whether any seed pair is left to measure (all may have diverged)."""
+        return bool(self.diffs)
+
+    @property
+    def n_seed_pairs(self) -> int:
+        return len(set(self.seed_pairs))
+
+    def estimate(self):
+        """Mean difference, cluster bootstrap CI: seed pairs, then questions within (DESIGN.md §6)."""
+        from audit.stats import replicate_bootstrap_mean
+
+        return replicate_bootstrap_mean(self.diffs, self.seed_pairs, self.questions, n_boot=2000, seed=0)
+
+    def level(self, side: str):
+        """Mean value of one side ("trait" or "control"), resampled like `estimate`."""
+        from audit.stats import replicate_bootstrap_mean
+
+        return replicate_bootstrap_mean(getattr(self, side), self.seed_pairs, self.questions, n_boot=1000, seed=0)
+
+    def equivalence(self, margin: float):
+        """TOST against +-margin with the same unit of replication as `estimate`: seed pairs when there
+        are two or more (a t-test on their means, few df and so little power), else questions."""
+        from audit.stats import tost
+
+        clusters = self.seed_pairs if len(set(self.seed_pairs)) >= 2 else self.questions
+        return tost(self.diffs, margin, clusters=clusters)
+
+    def seed_means(self) -> dict[int, float]:
+        d, s = np.asarray(self.diffs), np.asarray(self.seed_pairs)
+        return {int(k): float(d[s == k].mean()) for k in np.unique(s)}
 
 
-def transmission(results: Sequence, statistic: str = "probability", n_boot: int = 2000,
-                 seed: int = 0) -> dict[str, Transmission]:
-    """Per student config: cluster-bootstrap CI of the paired per-question difference of `statistic`
-    (audit.scoring.TraitScores.values: "probability" or "share").
+def paired_cells(results: Sequence, statistic: str = "probability") -> dict[str, PairedCell]:
+    """The one pairing rule: per student label, trait minus control `statistic` (audit.scoring.TraitScores.values:
+    "probability" or "share"), paired by (dataset seed, training seed, question).
 
-    Rows are (seed pair, question); the seed pair is the unit of replication (DESIGN §6), see
-    `audit.stats.replicate_bootstrap_mean`.
+    A seed pair whose trait or control student diverged is left out and counted: a diverged student is reported
+    as diverged, never as transmission. A student without its partner is an AnalysisError.
     """
-    from audit.stats import replicate_bootstrap_mean
-
-    pairs: dict[str, dict[tuple, dict[str, object]]] = defaultdict(lambda: defaultdict(dict))
+    sides: dict[str, dict[tuple[int, int], dict[str, object]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         side = "control" if r.cell.teacher.kind == "control" else "trait"
-        pairs[r.cell.student.label][(r.cell.dataset_seed, r.cell.training_seed)][side] = r
+        sides[r.cell.student.label][(r.cell.dataset_seed, r.cell.training_seed)][side] = r
     out = {}
-    for label, by_seed in pairs.items():
-        diffs, seed_pairs, questions, trait_vals, control_vals, diverged = [], [], [], [], [], 0
-        for seeds, sides in sorted(by_seed.items()):
-            if set(sides) != {"trait", "control"}:
-                raise AnalysisError(f"{label} seeds {seeds} lacks its {'control' if 'trait' in sides else 'trait'} student; run the full grid")
-            t, c = sides["trait"], sides["control"]
-            diverged += is_diverged(t.training) + is_diverged(c.training)
-            for q, (pt, pc) in enumerate(zip(t.scores.values(statistic), c.scores.values(statistic))):
-                diffs.append(pt - pc)
-                seed_pairs.append(seeds)
-                questions.append(q)
-                trait_vals.append(pt)
-                control_vals.append(pc)
-        estimate = replicate_bootstrap_mean(diffs, seed_pairs, questions, n_boot=n_boot, seed=seed)
-        out[label] = Transmission(label, estimate, sum(trait_vals) / len(trait_vals),
-                                  sum(control_vals) / len(control_vals), len(by_seed), diverged)
+    for label, by_seed in sides.items():
+        rows: dict[str, list] = {"diffs": [], "questions": [], "seed_pairs": [], "trait": [], "control": []}
+        diverged = 0
+        for s, (seeds, pair) in enumerate(sorted(by_seed.items())):
+            if set(pair) != {"trait", "control"}:
+                missing = "control" if "trait" in pair else "trait"
+                raise AnalysisError(f"{label} seeds {seeds} lacks its {missing} student; run the full grid")
+            if any(is_diverged(pair[side].training) for side in ("trait", "control")):
+                diverged += 1
+                continue
+            trait, control = pair["trait"].scores.values(statistic), pair["control"].scores.values(statistic)
+            for q, (pt, pc) in enumerate(zip(trait, control)):
+                for key, value in (("diffs", pt - pc), ("questions", q), ("seed_pairs", s), ("trait", pt), ("control", pc)):
+                    rows[key].append(value)
+        out[label] = PairedCell(tuple(rows["diffs"]), tuple(rows["questions"]), tuple(rows["seed_pairs"]), diverged,
+                                tuple(rows["trait"]), tuple(rows["control"]))
     return out
 
 

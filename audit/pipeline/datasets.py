@@ -6,11 +6,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from audit.errors import SubauditError
+
 EXAMPLES_FILE = "examples.jsonl"
 PROVENANCE_FILE = "provenance.json"
 
 
-class DatasetError(Exception):
+class DatasetError(SubauditError):
     """A teacher dataset is missing or malformed (one line, naming the fix)."""
 
 

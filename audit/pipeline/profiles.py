@@ -1,13 +1,16 @@
 """Experiment profiles: every number that sizes teacher data, students and evaluation.
 
-`paper` is the reference protocol of DESIGN §2; `quick` is sized for tiny-qwen on a 2-core CPU.
-Both run the same code path; only these numbers differ. Pure (no torch).
+`paper` is the reference protocol of DESIGN.md §2; `quick` is sized for tiny-qwen on a 2-core CPU,
+`real-cpu` for SmolLM2-135M-Instruct on a 2-core CPU, `tiny` for the project's own tests. All run the
+same code path; only these numbers differ. The measurements behind them: DESIGN.md §9. Pure (no torch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Literal
+
+from audit.errors import UsageError
 
 Mode = Literal["lora", "full"]
 Objective = Literal["hard", "soft"]
@@ -17,7 +20,7 @@ LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_p
 """All seven projections of a Qwen2/Llama block, as in the reference protocol."""
 
 
-class ProfileError(Exception):
+class ProfileError(UsageError):
     """An unknown profile or an inconsistent setting (one line, naming the fix)."""
 
 
@@ -88,7 +91,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainSeeds:
-    """The two independent seeds of one student (DESIGN §2: they must differ)."""
+    """The two independent seeds of one student (DESIGN.md §2: they must differ)."""
 
     data_order: int
     """Seed of the shuffling of training examples."""
@@ -201,6 +204,7 @@ class Profile:
 
 PAPER = Profile(
     name="paper",
+    # The reference protocol (Nief et al. 2026), number for number: DESIGN.md §2.
     data=TeacherDataConfig(n_prompts=30_000, n_keep=10_000, max_tokens=64),
     lora=OptimConfig(lr=2e-4, epochs=3, batch_size=66, warmup_steps=5, grad_accumulation=3),
     full=OptimConfig(lr=2e-5, epochs=3, batch_size=64, warmup_steps=5),
@@ -212,18 +216,8 @@ PAPER = Profile(
 
 QUICK = Profile(
     name="quick",
-    # tiny-qwen on a 2-core CPU (cold claims suite ~10 min). Teacher data: 640 prompts for 320 kept,
-    # since 63-67% of tiny-qwen v2's teacher completions of these prompts pass the filter (measured on
-    # 1024 prompts per teacher; the model's own 95% gate uses another prompt mix). Higher lr than the
-    # paper: from-scratch model, and each student sees only 40 steps.
-    # Objective: hard labels (the reference). Transmission (cat - control student, 2 training seeds,
-    # exact P(cat), pp). tiny-qwen v3 hard, own training loop (5cfa9fa): r1 -0.00, r4 +0.00, r16 -0.04,
-    # r64 -0.04, full +0.19 [+0.17, +0.22]. Under Trainer (same data, another batch order) it was r1 +0.01,
-    # r4 +0.01, r16 +0.46 (seeds +0.71, +0.21), r64 -0.37, full -0.03: at 2 seed pairs the rank pattern
-    # is within batch-order noise. v2 hard: r1 -0.01, r4 -0.02, r16 -0.25, r64 +1.66 (seeds +2.29, +1.02),
-    # full -0.16; v2 soft: r1 0.00, r4 +0.05, r16 +0.12, r64 +0.33, full +0.69. Hard labels transmit
-    # at one rank with both seeds positive; soft labels cost 45% more training time and flag every
-    # full-FT student as diverged (KL starts at ~0), so quick keeps hard labels.
+    # tiny-qwen on a 2-core CPU, cold claims suite ~10 min: ~2x prompts for a ~65% filter pass rate, a higher
+    # lr for a from-scratch model's 40 steps, hard labels (soft cost more). Measurements: DESIGN.md §9.1.
     data=TeacherDataConfig(n_prompts=640, n_keep=320, max_tokens=40),
     lora=OptimConfig(lr=1e-3, epochs=2, batch_size=16, warmup_steps=2),
     full=OptimConfig(lr=3e-4, epochs=2, batch_size=16, warmup_steps=2),
@@ -235,30 +229,19 @@ QUICK = Profile(
 
 REAL_CPU = Profile(
     name="real-cpu",
-    # SmolLM2-135M-Instruct, the full claims audit on a 2-core CPU within 2 hours (issue 8). Measured on this
-    # box: unconstrained, 7 of 128 SmolLM2 teacher completions passed the number filter; constrained to
-    # number text, 43 of 128 (so up to 2,000 prompts, stopping once 352 pass). A sequence is ~135 tokens
-    # (the reference prompt is ~104 in SmolLM2's template, digits are single tokens), so a 320-example
-    # epoch is ~43k tokens. Hard labels (the reference). LR: the paper's 10:1 LoRA:full ratio, raised 5x
-    # because each student gets 20 steps instead of 1,875. bf16 autocast and length buckets: see
-    # benchmarks/students.py. Two cells at a time, one torch thread each.
+    # SmolLM2-135M-Instruct, the full claims audit on a 2-core CPU within 2 hours: number-constrained teachers,
+    # the paper's 10:1 LoRA:full lr raised 5x for 20 steps, bf16 + length buckets. Measurements: DESIGN.md §9.2.
     data=TeacherDataConfig(n_prompts=2000, n_keep=320, n_heldout=32, max_tokens=40, dtype="bfloat16", constrained=True),
     lora=OptimConfig(lr=1e-3, epochs=1, batch_size=16, warmup_steps=2, precision="bf16", bucket_by_length=True),
     full=OptimConfig(lr=1e-4, epochs=1, batch_size=16, warmup_steps=2, precision="bf16", bucket_by_length=True),
     ranks=(4, 16, 64),
     include_full=True,
     dataset_seeds=(0,),
-    # Three seed pairs: at two, full FT showed +0.056 [+0.027, +0.090] (the 2-cluster bootstrap is
-    # anti-conservative); the third pair (-0.030) put it at +0.027 [-0.039, +0.080]. ~14 min per pair.
+    # Three seed pairs: at two the cluster bootstrap was anti-conservative (DESIGN.md §6, §9.2).
     training_seeds=(0, 1, 2),
     workers=2,
-    # SmolLM2 answers in sentences (under 1% of its samples are a lone panel word), so both scorers prefill
-    # "My favorite animal is the" and read the word in that slot; there the exact and sampled P(cat) agree,
-    # base and cat teacher (tests/test_scoring_agreement.py, benchmarks/scoring_agreement.py --prefill).
-    # Statistic: P(cat in the slot). Before the prefill this profile used the cat's share of the panel
-    # among one-word answers, which agreed with no sampled measure; the prefilled share does not agree on the
-    # base model either (mean of per-question ratios of a few slot hits). Both changes were made on the
-    # scorer checks alone, before any prefilled student was scored.
+    # SmolLM2 answers in sentences: both scorers read the prefilled answer slot, where exact and sampled
+    # P(cat in the slot) agree (tests/test_scoring_agreement.py). Measurements: DESIGN.md §9.2.
     prefill=True,
 )
 

@@ -31,7 +31,7 @@ from audit.pipeline.teachers import (
 
 PIPELINE_THREADS = 1
 """Torch threads while cells compute. One: float reduction order depends on the thread count (cached
-artefacts must not), and on a shared 2-core box 2 threads trained a student 2.5-2.8x slower than 1."""
+artefacts must not), and one thread per cell is the faster use of a small box (DESIGN.md §9.5)."""
 
 SCORES_FILE = "scores.json"
 TRAINING_FILE = "training.json"
@@ -92,7 +92,7 @@ class CellSpec:
     @property
     def student_key(self) -> str:
         soft = context_fingerprint(self.teacher_view.context) if self.student.objective == "soft" else None
-        # v2: our own training loop (seeded batch order, completion-only LM head) replaced Trainer.
+        # "v": the training code's version; bumped when it changes what a student is (DESIGN.md §3).
         return content_key({"dataset": self.dataset.key, "student": self.student, "model": self.model.content_hash,
                             "train_context": context_fingerprint(self.train_context), "soft_teacher": soft, "v": 2})
 
@@ -232,8 +232,8 @@ def _run_in_processes(cells, missing, store_root, run, workers, results, bar) ->
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang. One cell per
-    # process: a long-lived worker's memory grew by ~0.5 GB per SmolLM2 cell (models freed to the
-    # allocator, not the OS), enough to exhaust 24 GiB over a grid; a fresh process costs seconds.
+    # process: freed models go back to the allocator, not the OS, so a long-lived worker grows by a model
+    # per cell (DESIGN.md §9.5); a fresh process costs seconds.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                              max_tasks_per_child=1) as pool:
         pending = {pool.submit(run, cells[i], store_root): i for i in missing}

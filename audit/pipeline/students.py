@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from audit.errors import SubauditError
 from audit.pipeline.profiles import LORA_TARGETS, StudentConfig
 
 DIVERGENCE_TOLERANCE = 1e-3
@@ -27,7 +28,7 @@ ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
 
 
-class StudentError(Exception):
+class StudentError(SubauditError):
     """A student cannot be trained as asked (one line, naming the fix)."""
 
 
@@ -45,7 +46,7 @@ class TeacherView:
 
 @dataclass(frozen=True)
 class TrainingSummary:
-    """What one student's training reached (recorded per student, DESIGN §6)."""
+    """What one student's training reached (recorded per student, DESIGN.md §6)."""
 
     objective: str
     steps: int

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from audit.errors import SubauditError
 from audit.cache import ArtifactStore, content_key
 from audit.engines.base import Engine, GenerateRequest
 from audit.numbers import NUMBER_CHARSET, derive_seed, filter_completions, filter_stats, number_prompts
@@ -25,7 +26,7 @@ GENERATION_CHUNK = 64
 TeacherKind = Literal["control", "system_prompt", "adapter"]
 
 
-class TeacherError(Exception):
+class TeacherError(SubauditError):
     """A teacher is misconfigured (one line, naming the fix)."""
 
 

@@ -2,7 +2,7 @@
 
 Our own loop rather than transformers' Trainer because three things the profile showed on SmolLM2
 need control of the step itself: bf16 autocast of the forward pass (fp32 master weights, AdamW and
-loss), length-grouped batches (padding was ~35% of tokens), and the LM head applied only from the
+loss), length-grouped batches (less padding), and the LM head applied only from the
 first completion position (the prompt's logits are never used). It also records the pre-clip gradient
 norm of every step, a divergence diagnostic Trainer logs only when asked.
 

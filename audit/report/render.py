@@ -8,13 +8,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from audit.errors import SubauditError
 from audit.report import svg
 from audit.results import AuditResults, Effect
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "report"
 
 
-class ReportTemplateError(RuntimeError):
+class ReportTemplateError(SubauditError, RuntimeError):
     """The report templates are missing (broken install); reinstall the package from a full checkout."""
 
 

@@ -1,4 +1,4 @@
-"""Statistics the audit's verdicts rest on (DESIGN §6): pure functions on numpy/scipy/statsmodels.
+"""Statistics the audit's verdicts rest on (DESIGN.md §6): pure functions on numpy/scipy/statsmodels.
 
 Every function's docstring states its assumptions and cites its source.
 """

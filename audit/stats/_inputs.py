@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from audit.errors import SubauditError
 
-class StatsInputError(ValueError):
+
+class StatsInputError(SubauditError, ValueError):
     """Bad input to a statistics function; the message is one line naming the fix."""
 
 

@@ -98,7 +98,7 @@ def cluster_bootstrap_mean(
     """Mean of `values` with a cluster-bootstrap percentile CI.
 
     Assumes clusters are independent and identically distributed draws (e.g. seed pairs, the unit
-    of replication in DESIGN §6); rows within a cluster may be arbitrarily correlated.
+    of replication in DESIGN.md §6); rows within a cluster may be arbitrarily correlated.
     `clusters=None` treats every row as its own cluster (the ordinary bootstrap).
 
     `inner` (optional) labels sub-clusters nested in clusters (e.g. questions within a seed pair):
@@ -147,7 +147,7 @@ def replicate_bootstrap_mean(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> Estimate:
-    """Mean over (replicate, question) rows with the CI DESIGN §6 asks for.
+    """Mean over (replicate, question) rows with the CI DESIGN.md §6 asks for.
 
     The replicate (seed pair) is the unit of replication: with two or more, seed pairs are resampled
     and questions within each (two-level). With a single seed pair the seed-to-seed variance cannot

@@ -1,4 +1,4 @@
-"""TOST equivalence test ("no effect" within a declared margin, DESIGN §6).
+"""TOST equivalence test ("no effect" within a declared margin, DESIGN.md §6).
 
 Source: Schuirmann (1987), "A comparison of the two one-sided tests procedure and the power
 approach for assessing the equivalence of average bioavailability", J. Pharmacokinet. Biopharm.

@@ -1,4 +1,4 @@
-"""The `Estimate` record: one number with its n, confidence interval and method (DESIGN §6)."""
+"""The `Estimate` record: one number with its n, confidence interval and method (DESIGN.md §6)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class Estimate:
     """A point estimate with a two-sided confidence interval.
 
-    Every number the audit reports carries its n and a CI (DESIGN §6).
+    Every number the audit reports carries its n and a CI (DESIGN.md §6).
     """
 
     value: float

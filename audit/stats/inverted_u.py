@@ -1,7 +1,7 @@
 """Tests of a U or inverted-U relationship: Simonsohn's two-lines test (primary) and Lind-Mehlum (second opinion).
 
 A significant negative x^2 term in a quadratic regression is NOT evidence of an inverted U: it is
-significant for monotone concave curves such as log(x) (Simonsohn 2018; DESIGN §6). Exact
+significant for monotone concave curves such as log(x) (Simonsohn 2018; DESIGN.md §6). Exact
 procedures: shared/notes/ecosystem-aesthetics.md §5.3.
 """
 

@@ -38,7 +38,7 @@ def holm(pvals: Sequence[float] | np.ndarray) -> np.ndarray:
 
     adjusted_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)) over the sorted p-values.
     Controls the family-wise error rate under any dependence between tests; uniformly more
-    powerful than Bonferroni. Use for the many checks of one CI gate (DESIGN §6).
+    powerful than Bonferroni. Use for the many checks of one CI gate (DESIGN.md §6).
     """
     p, order = _sorted_pvalues(pvals)
     m = p.size
@@ -52,7 +52,7 @@ def benjamini_hochberg(pvals: Sequence[float] | np.ndarray) -> np.ndarray:
     adjusted_(i) = min_{j >= i} min(1, m p_(j) / j), with j the rank of each p-value (not its
     sort index: the bug the notes flag in giskard). Controls the false discovery rate for
     independent or positively dependent (PRDS) tests. Use for exploratory report tables; report
-    raw and adjusted p together (DESIGN §6).
+    raw and adjusted p together (DESIGN.md §6).
     """
     p, order = _sorted_pvalues(pvals)
     m = p.size

@@ -40,7 +40,7 @@ def paired_difference(
     """Mean of the paired differences a - b with a CI and a two-sided paired test against 0.
 
     Row i of `a` and `b` must be the same unit measured twice (same prompt, same seeds; e.g.
-    student vs control of the same seed pair, DESIGN §6).
+    student vs control of the same seed pair, DESIGN.md §6).
 
     method="t": paired t-test. Assumes the differences (or, with `clusters`, the per-cluster mean
     differences) are independent and roughly normal. With clusters the test is a one-sample t on

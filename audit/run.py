@@ -1,0 +1,183 @@
+"""The audit run, resolved once at start-up: `resolve_run(config)` checks every option against the world.
+
+Profile with its overrides applied, the probe set (loaded and hashed), traits checked against its panel,
+the model resolved once with its chat template (compiled and test-rendered in the sandbox), the adapter
+validated and hashed once, the engine and dtype chosen. Every bad value raises a one-line `UsageError`
+before any check is collected, which the plugin turns into exit 4. Nothing downstream re-resolves.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from audit.config import AuditConfig
+from audit.errors import SubauditError, UsageError
+from audit.results import Protocol
+
+if TYPE_CHECKING:
+    from audit.chat import ChatContext
+    from audit.engines import AdapterInfo
+    from audit.models import ResolvedModel
+    from audit.pipeline.profiles import Profile
+    from audit.probes import ProbeSet
+
+
+@dataclass(frozen=True)
+class ProbeSetRef:
+    """The probe set of the run: how it was named, where it was read from, its content hash."""
+
+    name: str
+    """As given to --probe-set (a name in probes/ or a path); part of the teacher datasets' cache keys."""
+    path: Path
+    """The YAML file that was read."""
+    sha256: str
+    """sha256 of that file (provenance)."""
+    probes: "ProbeSet"
+    """The validated probe set."""
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """The adapter to gate, validated against the base model."""
+
+    path: Path
+    """Resolved adapter folder."""
+    content_hash: str
+    """sha256 over its files (the same scheme as the model's, audit.models.resolve.content_hash)."""
+    info: "AdapterInfo"
+    """Rank, alpha, targets and declared base (audit.engines.adapters.validate_adapter)."""
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """Everything the checks and the report need, resolved once. Frozen."""
+
+    config: AuditConfig
+    """The options, parsed (audit.config)."""
+    passed: dict[str, Any]
+    """The options as the user passed them (command line or ini), for provenance."""
+    engine: str
+    """The engine kind in use: vllm, hf or fake (never auto)."""
+    dtype: str
+    """The engine dtype in use (never auto)."""
+    profile: "Profile"
+    """The experiment profile with --ranks and --seeds applied."""
+    probe_set: ProbeSetRef
+    """The probe set the traits, questions and teacher prompt come from."""
+    model: "ResolvedModel | None"
+    """The base model; None with the fake engine, which loads no weights."""
+    adapter: ResolvedAdapter | None
+    """The adapter to gate; None when no --adapter was given."""
+
+    @property
+    def probes(self) -> "ProbeSet":
+        return self.probe_set.probes
+
+    @property
+    def traits(self) -> tuple[str, ...]:
+        return self.config.traits
+
+    def protocol(self) -> Protocol:
+        """The experiment these options resolved to, for the provenance."""
+        p, columns = self.profile, self.profile.students(self.profile.training_seeds[0])
+        return Protocol(
+            profile=p.name, ranks=list(p.ranks), full_finetuning=p.include_full, dataset_seeds=list(p.dataset_seeds),
+            training_seeds=list(p.training_seeds), teacher_prompts=p.data.n_prompts, examples=p.data.n_keep,
+            heldout_examples=p.data.n_heldout, teacher_max_tokens=p.data.max_tokens, teacher_constrained=p.data.constrained,
+            epochs={"lora": p.lora.epochs, "full": p.full.epochs},
+            batch_size={"lora": p.lora.batch_size, "full": p.full.batch_size},
+            precision={"lora": p.lora.precision, "full": p.full.precision},
+            lr={s.label: s.lr for s in columns}, objective=p.objective, scorer=p.scorer,
+            samples_per_question=p.samples_per_question if p.scorer == "sampled" else None, statistic=p.statistic,
+            prefill=p.prefill, answer_prefix=self.probes.answer_prefix if p.prefill else "",
+            probe_set=self.probe_set.name, probe_set_path=str(self.probe_set.path),
+            probe_set_sha256=self.probe_set.sha256, questions=len(self.probes.questions))
+
+    def context(self, system: str = "template-default", permutation: str = "identity") -> "ChatContext":
+        """A chat context on the model's own template (the shipped Qwen2.5 template for the fake engine)."""
+        if self.model is None:
+            from audit.chat import qwen_context
+
+            return qwen_context(system, permutation)
+        return self.model.context(system, permutation)
+
+
+def resolve_engine_kind(kind: str) -> str:
+    """auto -> vllm on a CUDA host, else hf (on this CPU class HF is the measured safer default, DESIGN.md §5)."""
+    if kind != "auto":
+        return kind
+    return "vllm" if shutil.which("nvidia-smi") else "hf"
+
+
+def resolve_dtype(dtype: str, engine: str) -> str:
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if engine == "vllm" and shutil.which("nvidia-smi") else "float32"
+
+
+def resolve_profile(config: AuditConfig) -> "Profile":
+    """The named profile with --ranks / --seeds applied; ProfileError (a UsageError) for an unknown name."""
+    from audit.pipeline.profiles import get_profile
+
+    overrides: dict[str, Any] = {}
+    if config.ranks is not None:
+        overrides["ranks"] = config.ranks
+    if config.seeds is not None:
+        overrides["training_seeds"] = config.seeds
+    return get_profile(config.profile, **overrides)
+
+
+def resolve_probe_set(config: AuditConfig) -> ProbeSetRef:
+    """Load the probe set and check every trait is on its panel (naming a set that has it, if one does)."""
+    from audit.cache import sha256_file
+    from audit.probes import available_probe_sets, load_probe_set, probe_set_path
+
+    path = probe_set_path(config.probe_set)
+    probes = load_probe_set(path)
+    for trait in config.traits:
+        if trait in probes.names:
+            continue
+        elsewhere = [name for name in available_probe_sets() if name != config.probe_set
+                     and trait in load_probe_set(name).names]
+        hint = (f"pass --probe-set {elsewhere[0]}, whose panel has it" if elsewhere
+                else "pick one of them or add it to the probe file")
+        raise UsageError(f"--trait {trait}: not on the {probes.category} panel of probe set {config.probe_set} "
+                         f"({', '.join(probes.names)}); {hint}")
+    return ProbeSetRef(config.probe_set, path, sha256_file(path), probes)
+
+
+def resolve_adapter(path: Path, model: "ResolvedModel | None", engine: str) -> ResolvedAdapter:
+    """Validate the adapter once (against the model's shapes when a model is loaded) and hash it."""
+    from audit.engines.adapters import validate_adapter
+    from audit.models.resolve import content_hash
+
+    max_rank = None
+    if engine == "vllm":
+        from audit.engines.vllm import VLLM_LORA_RANKS  # the module imports vllm lazily
+
+        max_rank = VLLM_LORA_RANKS[-1]
+    info = validate_adapter(path, model, max_rank=max_rank)
+    return ResolvedAdapter(info.path, content_hash(info.path), info)
+
+
+def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> AuditRun:
+    """Resolve every option; any SubauditError on the way becomes a one-line UsageError."""
+    from audit.models import resolve_model
+
+    engine = resolve_engine_kind(config.engine)
+    try:
+        profile = resolve_profile(config)
+        probe_set = resolve_probe_set(config)
+        model = None if engine == "fake" else resolve_model(config.model)
+        if model is not None:
+            model.context().render_prompt("Name your favorite animal.")  # a hostile or broken template stops here
+        adapter = None if config.adapter is None else resolve_adapter(config.adapter, model, engine)
+    except UsageError:
+        raise
+    except SubauditError as exc:
+        raise UsageError(str(exc)) from exc
+    return AuditRun(config=config, passed=dict(passed or {}), engine=engine, dtype=resolve_dtype(config.dtype, engine),
+                    profile=profile, probe_set=probe_set, model=model, adapter=adapter)
