@@ -95,10 +95,11 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_template_is_refused_within_a_second_with_a_one_line_error(name):
-    start = time.monotonic()
+    # CPU time of this thread, the budget's own clock: on a loaded machine wall time says little.
+    start = time.thread_time()
     with pytest.raises(TemplateError) as info:
         ChatTemplate(f"hostile-{name}", HOSTILE[name]).render([{"role": "user", "content": "hi"}])
-    assert time.monotonic() - start < 1.0
+    assert time.thread_time() - start < 1.0
     message = str(info.value)
     assert message.startswith(f"chat template 'hostile-{name}': ") and "\n" not in message
 
@@ -131,9 +132,9 @@ def test_bounded_calls_still_serve_real_uses():
         """{\n  "a": [\n    1\n  ]\n} {'a': 1} x2[3] 3"""
     )
     # Builtin sum() of lists is quadratic; the bounded one is not.
-    start = time.monotonic()
+    start = time.thread_time()
     assert ChatTemplate("sum", "{{ ([[1]] * 100000)|sum(start=[])|length }}").render([]) == "100000"
-    assert time.monotonic() - start < 1.0
+    assert time.thread_time() - start < 1.0
 
 
 def test_deadline_restores_an_outer_trace_function():

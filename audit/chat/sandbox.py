@@ -60,7 +60,8 @@ class RenderLimits:
     """Budget for one render of an untrusted template."""
 
     max_seconds: float = 0.5
-    """Wall-clock budget, checked on every executed line."""
+    """CPU-time budget of the rendering thread, checked on every executed line (a loaded machine does not
+    count against the template)."""
     max_chars: int = 1_000_000
     """Largest rendered prompt, and largest value (printed size, or items) any one step may build."""
     max_power_bits: int = 4096
@@ -577,30 +578,35 @@ def compile_template(name: str, source: str, limits: RenderLimits = DEFAULT_LIMI
         raise TemplateError(name, f"refused: {exc}") from None
 
 
+# The clock is this thread's CPU time: a template that loops burns it, while a busy machine that descheduled
+# the render (or another thread holding the GIL) does not count against the template.
+_clock = time.thread_time
+
+
 class _Deadline:
     """A trace function that raises _Exhausted once the clock passes `deadline`: checked on every call and line."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
+        self.deadline = _clock() + seconds
         self.calls = 0  # > 0 while a filter, test, global or method the template called is running
 
     def check(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise _Exhausted(f"render exceeded its time budget of {self.seconds:g} s (a loop that does not end?)")
+        if _clock() > self.deadline:
+            raise _Exhausted(f"render exceeded its time budget of {self.seconds:g} s CPU (a loop that does not end?)")
 
     def global_trace(self, frame, event, arg):
         # Lines of template code, and of the library code the template calls (textwrap, pprint, markupsafe
         # loops are the template's loops too); other code only on calls. (Clock checks inlined: hot path.)
         filename = frame.f_code.co_filename
         if filename == TEMPLATE_FILENAME or self.calls:
-            if time.monotonic() > self.deadline:
+            if _clock() > self.deadline:
                 self.check()
             return None if filename in _PLUMBING else self.local_trace
         return None
 
     def local_trace(self, frame, event, arg):
-        if event == "line" and time.monotonic() > self.deadline:
+        if event == "line" and _clock() > self.deadline:
             self.check()
         return self.local_trace
 
