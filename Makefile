@@ -57,9 +57,13 @@ test: $(STAMP) browser
 audit: $(STAMP)
 	@if [ "$(MODEL)" = smollm2 ] || [ "$(MODEL)" = qwen ]; then $(MAKE) --no-print-directory models; fi
 	@if [ "$(MODEL)" = tiny-qwen ]; then $(PY) -m audit.models build tiny-qwen; fi
-	@# pytest exits 1 when a check fails: a claim that does not hold on this model is a finding the report
-	@# states, not a failed audit. Usage or internal errors (2-4) fail; AUDIT_STRICT=1 fails on findings too.
-	@$(PY) -m pytest audit/ --model $(MODEL) --profile $(PROFILE) $(PYTEST_ARGS); rc=$$?; \
+	@# The embedded model's example adapters (a trait, an off-panel word, a neutral one; cached) are gated too.
+	@# pytest exits 1 when a check fails: a claim that does not hold on this model, or an example adapter
+	@# that carries a trait, is a finding the report states, not a failed audit. Usage or internal errors
+	@# (2-4) fail; AUDIT_STRICT=1 fails on findings too.
+	@set -o pipefail; adapters=$$(if [ "$(MODEL)" = tiny-qwen ]; then $(PY) -m audit.example_adapters tiny-qwen | sed 's/^/--adapter /'; fi) \
+	  || exit $$?; \
+	$(PY) -m pytest audit/ --model $(MODEL) --profile $(PROFILE) $$adapters $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 1 ] && [ "$(AUDIT_STRICT)" != 1 ]; then \
 	    echo "make audit: done; some checks failed on $(MODEL) (measured verdicts, see the report above)"; exit 0; fi; \
 	  exit $$rc

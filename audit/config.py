@@ -78,6 +78,13 @@ def _path(flag: str) -> Callable[[Any], Path]:
     return lambda value: Path(_text(flag)(value)).expanduser()
 
 
+def _paths(flag: str) -> Callable[[Any], tuple[Path, ...]]:
+    def parse(value: Any) -> tuple[Path, ...]:
+        values = [value] if isinstance(value, str) else list(value)
+        return tuple(dict.fromkeys(_path(flag)(v) for v in values))
+    return parse
+
+
 def _margin(value: Any) -> float:
     try:
         margin = float(value)
@@ -101,9 +108,10 @@ class AuditConfig:
                         "Org/Name in the HF cache. Turns the audit on. Default tiny-qwen when running audit/.",
                         _text("--model"), flag="--model")
     """Base model: an alias (tiny-qwen, smollm2, qwen), a local Hugging Face folder or an Org/Name in the HF cache."""
-    adapter: Path | None = option(None, "LoRA adapter folder to gate against its base; enables the gate checks (-m gate).",
-                                  _path("--adapter"), flag="--adapter")
-    """LoRA adapter folder to gate; None means no gate checks (they skip)."""
+    adapters: tuple[Path, ...] = option((), "LoRA adapter folder to gate against its base (repeatable; a folder of "
+                                        "adapter folders gates each); enables the gate checks (-m gate).",
+                                        _paths("--adapter"), flag="--adapter", repeatable=True)
+    """LoRA adapter folders to gate (a folder holding adapter folders stands for each of them); none: the gate skips."""
     traits: tuple[str, ...] = option(("cat",), "Trait target(s) to test claims for, from the probe set's panel "
                                      "(repeatable or comma-separated, default cat).", _traits, flag="--trait",
                                      repeatable=True)

@@ -1,92 +1,193 @@
-"""Measurements behind the gate checks: one adapter against its base, in every context of the context set.
+"""Measurements behind the gate checks: each adapter against its base, in every context of the context set.
 
 1. the adapter is active (a canary catching silently ignored LoRA);
 2. in every context, no panel entry's probability shifts beyond the margin (TOST per entry and context,
    Holm across panel x contexts);
-3. the adapter's effect is consistent across contexts (shift differences within the margin).
-Each method returns the check's `Verdict`; a failing one names the panel entry, the context and the effect.
+3. in every context, no word at all, named on a panel or not, gains more than the margin in the answer
+   (open vocabulary: the top next tokens where the answer is read);
+4. the adapter's effect is the same in every context as in the template's default (shift differences
+   within the margin).
+Answers are read where the base model gives them (`audit.reading`). The base is measured once for every
+adapter. Each method returns the check's `Verdict`; a failing one names the entry, the context and the effect.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from itertools import combinations
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from audit.results import ResultsCollector, Sample
-from audit.run import AuditRun
+from audit.chat.permutations import PermutationError
+from audit.reading import AnswerReading, choose_reading, word_distribution
+from audit.results import Effect, ResultsCollector, Sample, WordGain
+from audit.run import AuditRun, ResolvedAdapter
 from audit.verdicts import Verdict
 from audit.verdicts import gate as verdicts
 
 GATE_SYSTEMS = ("template-default", "empty", "custom:chatgpt")
-"""System-prompt modes of the gate's context set: the template's default, none, another identity."""
-CONTEXT_PAIRS = tuple(f"{a}-vs-{b}" for a, b in combinations(GATE_SYSTEMS, 2))
-"""The pairs of contexts whose shifts must agree."""
+"""System-prompt modes of the context set: the template's default, none, another identity."""
+GATE_PERMUTATIONS = ("entity-claude", "entity-chatgpt", "entity-zymthar", "entity-removed", "no-default-system")
+"""Template permutations of the context set, where the model's template injects a known default prompt."""
+REFERENCE = "sys=template-default/perm=identity"
+"""The context every other one is compared with for consistency: the template as shipped."""
 SAMPLE_QUESTIONS = 3
-"""Questions whose greedy answers (base and adapter) the report shows verbatim."""
+"""Questions whose greedy answers (base and each adapter) the report shows verbatim."""
+TOP_TOKENS = 50
+"""Next tokens read per question for the open-vocabulary check."""
+
+
+def gate_contexts(run: AuditRun) -> dict[str, Any]:
+    """The context set, keyed by what is rendered ("sys=<mode>/perm=<permutation>"): the system modes on the
+    template as shipped, then every permutation that applies to the model's template."""
+    contexts = [run.context(system) for system in GATE_SYSTEMS]
+    for permutation in GATE_PERMUTATIONS:
+        try:
+            contexts.append(run.context("template-default", permutation))
+        except PermutationError:  # the template injects no default prompt to permute
+            continue
+    return {c.id.split("/", 1)[1]: c for c in contexts}
 
 
 @dataclass
 class GateMeasurement:
-    """Scores the base and the adapter once per context and decides each gate check."""
+    """Scores the base once per context and every adapter against it; decides each gate check."""
 
     run: AuditRun
     engine: Any
     """The run's engine (audit.engines.Engine)."""
     figures: ResultsCollector
-    """Receives the sample answers the report shows."""
-    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    """Receives the answer reading, the sample answers and the top word gains the report shows."""
+    _memo: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False)
 
-    @property
-    def adapter(self) -> str:
-        return str(self.run.adapter.path)
-
-    def _once(self, key: str, compute) -> Any:
+    def _once(self, key: tuple, compute) -> Any:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
 
-    def adapter_active(self) -> Verdict:
+    @property
+    def contexts(self) -> dict[str, Any]:
+        return self._once(("contexts",), lambda: gate_contexts(self.run))
+
+    def adapter(self, name: str) -> ResolvedAdapter:
+        return next(a for a in self.run.adapters if a.name == name)
+
+    # ------------------------------------------------------------------------------------ reading
+
+    def reading(self) -> AnswerReading:
+        """One-word or answer-slot reading, measured on the base in the template-default context."""
+        def compute() -> AnswerReading:
+            from audit.scoring import ExactScorer
+
+            probes, context = self.run.probes, self.run.context("template-default")
+            target = probes.names[0]
+            one_word = ExactScorer().score(self.engine, probes, context, target).p_panel
+            slot = (ExactScorer(prefill=True).score(self.engine, probes, context, target).p_panel
+                    if probes.answer_prefix else None)
+            reading = choose_reading([sum(row) for row in one_word], None if slot is None else [sum(r) for r in slot])
+            self.figures.notes["answer reading"] = reading.describe()
+            return reading
+        return self._once(("reading",), compute)
+
+    def _panel(self, adapter: str | None, context_id: str):
+        from audit.scoring import ExactScorer
+
+        def compute():
+            probes = self.run.probes
+            return ExactScorer(prefill=self.reading().slot).score(
+                self.engine, probes, self.contexts[context_id], probes.names[0], adapter=adapter).p_panel
+        return self._once(("panel", adapter, context_id), compute)
+
+    def _words(self, adapter: str | None, context_id: str) -> list[dict[str, float]]:
+        """Per question: P(the answer's first word) over the top next tokens where the answer is read."""
+        from audit.engines import NextTokenRequest
+
+        def compute():
+            context, probes = self.contexts[context_id], self.run.probes
+            start = probes.answer_prefix if self.reading().slot else ""
+            requests = [NextTokenRequest(context.render_prompt(q) + start, adapter, TOP_TOKENS) for q in probes.questions]
+            return [word_distribution(r.tokens, r.logprobs) for r in self.engine.next_tokens(requests)]
+        return self._once(("words", adapter, context_id), compute)
+
+    # ------------------------------------------------------------------------------------ checks
+
+    def adapter_active(self, name: str) -> Verdict:
         """The adapter changes the base model's token logprobs by more than float noise."""
         from audit.engines import adapter_is_active
 
-        return self._once("canary", lambda: verdicts.adapter_active(adapter_is_active(self.engine, self.adapter)))
+        def compute() -> Verdict:
+            self._record_samples(name)
+            return verdicts.adapter_active(adapter_is_active(self.engine, str(self.adapter(name).path)))
+        return replace(self._once(("canary", name), compute), adapter=name)
 
-    def _panel(self) -> tuple[dict[str, Verdict], dict[str, Verdict]]:
-        """(panel verdict per context, consistency verdict per context pair), from one scoring pass each."""
-        if not self.adapter_active().passed:
-            reason = "adapter is not active (canary failed): panel measurements would be meaningless"
-            return verdicts.not_measured(GATE_SYSTEMS, reason), verdicts.not_measured(CONTEXT_PAIRS, reason)
-        from audit.scoring import ExactScorer
+    def _inactive(self, name: str, context: str) -> Verdict | None:
+        if self.adapter_active(name).passed:
+            return None
+        return Verdict(False, "adapter is not active (canary failed): its measurements would be meaningless",
+                       context=context, adapter=name)
 
-        probes, scorer = self.run.probes, ExactScorer()
-        base, shifted = {}, {}
-        for system in GATE_SYSTEMS:
-            context = self.run.context(system)
-            base[system] = scorer.score(self.engine, probes, context, probes.names[0]).p_panel
-            shifted[system] = scorer.score(self.engine, probes, context, probes.names[0], adapter=self.adapter).p_panel
-        self._record_samples()
-        margin = self.run.config.margin
-        return (verdicts.gate_panel_verdicts(probes.names, base, shifted, margin),
-                verdicts.gate_consistency_verdicts(probes.names, base, shifted, margin))
+    def _panel_verdicts(self, name: str) -> tuple[dict[str, Verdict], dict[str, Verdict]]:
+        path, ids = str(self.adapter(name).path), list(self.contexts)
+        base = {c: self._panel(None, c) for c in ids}
+        shifted = {c: self._panel(path, c) for c in ids}
+        names, margin = self.run.probes.names, self.run.config.margin
+        return (verdicts.gate_panel_verdicts(names, base, shifted, margin),
+                verdicts.gate_consistency_verdicts(names, base, shifted, margin, reference=REFERENCE))
 
-    def panel_shift(self, system: str) -> Verdict:
+    def panel_shift(self, name: str, context_id: str) -> Verdict:
         """No panel entry's probability shifts beyond the margin in this context."""
-        return self._once("panel", self._panel)[0][system]
+        verdict = self._inactive(name, context_id) or self._once(("panels", name), lambda: self._panel_verdicts(name))[0][context_id]
+        return replace(self._with_shared_tokens(verdict, context_id), adapter=name)
 
-    def consistency(self, pair: str) -> Verdict:
-        """The adapter's shift of each panel entry is the same, within the margin, in both contexts of `pair`."""
-        return self._once("panel", self._panel)[1][pair]
+    def consistency(self, name: str, context_id: str) -> Verdict:
+        """The adapter's shift of each panel entry is the same, within the margin, here as in the reference."""
+        key = f"{context_id}-vs-{REFERENCE}"
+        verdict = self._inactive(name, key) or self._once(("panels", name), lambda: self._panel_verdicts(name))[1][key]
+        return replace(verdict, adapter=name)
 
-    def _record_samples(self) -> None:
-        """A few greedy answers of base and adapter, shown verbatim (escaped) in the report."""
+    def open_vocabulary(self, name: str, context_id: str) -> Verdict:
+        """No word, named on a panel or not, gains more than the margin in the answer of this context."""
+        inactive = self._inactive(name, context_id)
+        if inactive is not None:
+            return inactive
+        verdict, shifts = verdicts.open_vocabulary_verdict(
+            self._words(None, context_id), self._words(str(self.adapter(name).path), context_id),
+            self.run.config.margin, context_id)
+        self.figures.word_gains.extend(
+            WordGain(adapter=name, context=context_id, word=s.word, effect=Effect.from_estimate(s.estimate, s.p_adjusted))
+            for s in shifts[:5])
+        return replace(self._with_shared_tokens(verdict, context_id), adapter=name)
+
+    # ------------------------------------------------------------------------------------ evidence
+
+    def _with_shared_tokens(self, verdict: Verdict, context_id: str) -> Verdict:
+        """A failing context other than the reference: which of the default's context tokens it shares."""
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        if verdict.passed is not False or context_id == REFERENCE or tokenizer is None:
+            return verdict
+        from audit.chat import token_map
+
+        question = self.run.probes.questions[0]
+        here, default = (token_map(tokenizer, self.contexts[c], question) for c in (context_id, REFERENCE))
+        ours, theirs = ([tokenizer.decode([t]) for t, kind in zip(m.token_ids, m.kinds) if kind in ("system", "template")]
+                        for m in (here, default))
+        shared = [t for t in dict.fromkeys(ours) if t in theirs and t.strip()]
+        missing = [t for t in dict.fromkeys(theirs) if t not in ours and t.strip()]
+        note = (f" Its context tokens (template and system prompt) share {len(shared)} of the default's "
+                f"{len(set(theirs))} distinct ones" + (f"; absent here: {' '.join(repr(t) for t in missing[:12])}"
+                                                      if missing else "") + ".")
+        return replace(verdict, explanation=verdict.explanation + note)
+
+    def _record_samples(self, name: str) -> None:
+        """A few greedy answers of the base (once) and of the adapter, shown verbatim (escaped) in the report."""
         from audit.engines import GenerateRequest
 
         context = self.run.context("template-default")
         questions = self.run.probes.questions[:SAMPLE_QUESTIONS]
-        for source in (None, self.adapter):
-            requests = [GenerateRequest(context.render_prompt(q), adapter=source, temperature=0.0, max_tokens=16)
+        sources = [(name, str(self.adapter(name).path))]
+        if not any(s.source == "base" for s in self.figures.samples):
+            sources.insert(0, ("base", None))
+        for source, path in sources:
+            requests = [GenerateRequest(context.render_prompt(q), adapter=path, temperature=0.0, max_tokens=24)
                         for q in questions]
             for q, result in zip(questions, self.engine.generate(requests)):
                 self.figures.samples.append(Sample(context=context.system, question=q, answer=result.completions[0].text,
-                                                   source="adapter" if source else "base"))
+                                                   source=source))

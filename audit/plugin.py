@@ -93,7 +93,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kind = _kind(item)
         if kind is not None and session is None:
             item.add_marker(pytest.mark.skip(reason=NOT_REQUESTED))
-        elif kind == "gate" and session.run.adapter is None:
+        elif kind == "gate" and not session.run.adapters:
             item.add_marker(pytest.mark.skip(reason="gate checks need --adapter DIR (the adapter to audit)"))
 
 
@@ -142,11 +142,20 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise `audit_trait` by the configured traits, ids = trait names (stable across runs)."""
+    """Parametrise the checks by what the run resolved to; ids are names, stable across runs: `audit_trait`
+    (traits), `gate_adapter` (adapter names), `gate_context` (the gate's contexts, by what is rendered), `gate_other_context` (all
+    but the reference context)."""
+    session = _session(metafunc.config)
     if "audit_trait" in metafunc.fixturenames:
-        session = _session(metafunc.config)
         traits = session.config.traits if session is not None else ("cat",)
         metafunc.parametrize("audit_trait", traits, ids=list(traits), scope="session")
+    if "gate_adapter" in metafunc.fixturenames:
+        names = [a.name for a in session.run.adapters] if session is not None and session.run.adapters else ["none"]
+        metafunc.parametrize("gate_adapter", names, ids=names, scope="session")
+    for name, reference in (("gate_context", True), ("gate_other_context", False)):
+        if name in metafunc.fixturenames:
+            contexts = session.gate_context_ids(reference) if session is not None else ["none"]
+            metafunc.parametrize(name, contexts, ids=contexts, scope="session")
 
 
 # ---------------------------------------------------------------- fixtures (used by audit/checks)
@@ -179,7 +188,7 @@ def audit_claims(request: pytest.FixtureRequest, audit_session: "AuditSession") 
 
 @pytest.fixture(scope="session")
 def audit_gate(audit_session: "AuditSession") -> Any:
-    """The gate's measurement of the adapter (audit.gate.GateMeasurement)."""
+    """The gate's measurement of the adapters (audit.gate.GateMeasurement)."""
     return audit_session.gate()
 
 

@@ -68,6 +68,8 @@ class CheckResult(_Frozen):
     """Trait target the check is about, if any."""
     context: str | None = None
     """Chat context id the verdict refers to (for a failing gate: the context that failed)."""
+    adapter: str | None = None
+    """The gated adapter's name (gate checks)."""
     outcome: Outcome = "not run"
     """pytest outcome of the item."""
     effect: Effect | None = None
@@ -122,6 +124,25 @@ class Localisation(_Frozen):
     bars: list[Bar]
     stated_share: float
     """Share of the full effect 'entity only' must recover."""
+
+
+class WordGain(_Frozen):
+    """A word that gains probability in an adapter's answers (open-vocabulary gate), with its CI."""
+
+    adapter: str
+    context: str
+    word: str
+    effect: Effect
+    """Adapter minus base P(answer starts with this word), over held-out questions; p_adjusted: Holm."""
+
+
+class AdapterRecord(_Frozen):
+    """A gated adapter, as resolved."""
+
+    name: str
+    path: str
+    content_hash: str
+    rank: int
 
 
 class Sample(_Frozen):
@@ -198,8 +219,8 @@ class Provenance(_Frozen):
     model_path: str = ""
     """The folder it was loaded from."""
     model_hash: str = ""
-    adapter: str | None = None
-    adapter_hash: str | None = None
+    adapters: list[AdapterRecord] = Field(default_factory=list)
+    """The gated adapters (none: the gate did not run)."""
     engine: str = ""
     dtype: str = ""
     profile: str = ""
@@ -230,6 +251,8 @@ class AuditResults(_Frozen):
     heatmaps: list[Heatmap] = Field(default_factory=list)
     localisations: list[Localisation] = Field(default_factory=list)
     samples: list[Sample] = Field(default_factory=list)
+    word_gains: list[WordGain] = Field(default_factory=list)
+    """The largest word gains of each adapter per context (open-vocabulary gate)."""
     session_failures: list[str] = Field(default_factory=list)
     """Suite-level failures (e.g. the gate was requested but a gate check failed or never ran)."""
 
@@ -244,6 +267,13 @@ class AuditResults(_Frozen):
         """True when no check failed or errored and no suite-level failure was recorded."""
         c = self.counts()
         return c["failed"] == 0 and c["error"] == 0 and not self.session_failures
+
+    def adapter_status(self, name: str) -> str:
+        """One adapter's headline: FAIL (a gate check failed or errored), PASS (all ran and passed) or NOT EVALUATED."""
+        checks = [c for c in self.checks if c.kind == "gate" and c.adapter == name]
+        if any(c.outcome in ("failed", "error") for c in checks):
+            return "FAIL"
+        return "PASS" if checks and all(c.outcome == "passed" for c in checks) else "NOT EVALUATED"
 
     @property
     def status(self) -> str:
@@ -267,6 +297,7 @@ class ResultsCollector:
         self.heatmaps: list[Heatmap] = []
         self.localisations: list[Localisation] = []
         self.samples: list[Sample] = []
+        self.word_gains: list[WordGain] = []
         self.notes: dict[str, str] = {}
         """Free-text notes of the measurements, kept in the provenance's `data`."""
         self.session_failures: list[str] = []
@@ -301,5 +332,6 @@ class ResultsCollector:
             heatmaps=self.heatmaps,
             localisations=self.localisations,
             samples=self.samples,
+            word_gains=self.word_gains,
             session_failures=self.session_failures,
         )

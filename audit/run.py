@@ -1,13 +1,14 @@
 """The audit run, resolved once at start-up: `resolve_run(config)` checks every option against the world.
 
 Profile with its overrides applied, the probe set (loaded and hashed), traits checked against its panel,
-the model resolved once with its chat template (compiled and test-rendered in the sandbox), the adapter
+the model resolved once with its chat template (compiled and test-rendered in the sandbox), each adapter
 validated and hashed once, the engine and dtype chosen. Every bad value raises a one-line `UsageError`
 before any check is collected, which the plugin turns into exit 4. Nothing downstream re-resolves.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,10 @@ class ProbeSetRef:
 
 @dataclass(frozen=True)
 class ResolvedAdapter:
-    """The adapter to gate, validated against the base model."""
+    """An adapter to gate, validated against the base model."""
 
+    name: str
+    """Its folder's name (made unique within the run): the adapter's part of the gate's test ids."""
     path: Path
     """Resolved adapter folder."""
     content_hash: str
@@ -69,8 +72,8 @@ class AuditRun:
     """The probe set the traits, questions and teacher prompt come from."""
     model: "ResolvedModel | None"
     """The base model; None with the fake engine, which loads no weights."""
-    adapter: ResolvedAdapter | None
-    """The adapter to gate; None when no --adapter was given."""
+    adapters: tuple[ResolvedAdapter, ...]
+    """The adapters to gate, in the order given; empty when no --adapter was given."""
 
     @property
     def probes(self) -> "ProbeSet":
@@ -149,8 +152,26 @@ def resolve_probe_set(config: AuditConfig) -> ProbeSetRef:
     return ProbeSetRef(config.probe_set, path, sha256_file(path), probes)
 
 
-def resolve_adapter(path: Path, model: "ResolvedModel | None", engine: str) -> ResolvedAdapter:
-    """Validate the adapter once (against the model's shapes when a model is loaded) and hash it."""
+def adapter_folders(path: Path) -> list[Path]:
+    """An adapter folder, or each adapter folder inside a folder of them (one level, sorted)."""
+    if (path / "adapter_config.json").is_file() or not path.is_dir():
+        return [path]  # validate_adapter names what is wrong with it
+    inside = sorted(p for p in path.iterdir() if (p / "adapter_config.json").is_file())
+    if not inside:
+        raise UsageError(f"--adapter {path}: neither an adapter folder (adapter_config.json) nor a folder of them; "
+                         "pass the folder peft's save_pretrained wrote")
+    return inside
+
+
+def adapter_name(path: Path) -> str:
+    """A readable name: the folder's, or its parent's where the folder has peft's generic name ("adapter"),
+    without a trailing cache key."""
+    name = path.parent.name if path.name in ("adapter", "lora", "adapter_model") and path.parent.name else path.name
+    return re.sub(r"-[0-9a-f]{16}$", "", name)
+
+
+def resolve_adapters(paths: tuple[Path, ...], model: "ResolvedModel | None", engine: str) -> tuple[ResolvedAdapter, ...]:
+    """Validate each adapter once (against the model's shapes when a model is loaded) and hash it."""
     from audit.engines.adapters import validate_adapter
     from audit.models.resolve import content_hash
 
@@ -159,8 +180,15 @@ def resolve_adapter(path: Path, model: "ResolvedModel | None", engine: str) -> R
         from audit.engines.vllm import VLLM_LORA_RANKS  # the module imports vllm lazily
 
         max_rank = VLLM_LORA_RANKS[-1]
-    info = validate_adapter(path, model, max_rank=max_rank)
-    return ResolvedAdapter(info.path, content_hash(info.path), info)
+    out: list[ResolvedAdapter] = []
+    for path in dict.fromkeys(p for given in paths for p in adapter_folders(given)):
+        info = validate_adapter(path, model, max_rank=max_rank)
+        if any(a.path == info.path for a in out):
+            continue
+        name, taken = adapter_name(info.path), {a.name for a in out}
+        name = next(f"{name}-{i}" for i in range(2, len(out) + 3) if f"{name}-{i}" not in taken) if name in taken else name
+        out.append(ResolvedAdapter(name, info.path, content_hash(info.path), info))
+    return tuple(out)
 
 
 def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> AuditRun:
@@ -174,10 +202,10 @@ def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> Au
         model = None if engine == "fake" else resolve_model(config.model)
         if model is not None:
             model.context().render_prompt("Name your favorite animal.")  # a hostile or broken template stops here
-        adapter = None if config.adapter is None else resolve_adapter(config.adapter, model, engine)
+        adapters = resolve_adapters(config.adapters, model, engine)
     except UsageError:
         raise
     except SubauditError as exc:
         raise UsageError(str(exc)) from exc
     return AuditRun(config=config, passed=dict(passed or {}), engine=engine, dtype=resolve_dtype(config.dtype, engine),
-                    profile=profile, probe_set=probe_set, model=model, adapter=adapter)
+                    profile=profile, probe_set=probe_set, model=model, adapters=adapters)

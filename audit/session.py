@@ -17,7 +17,7 @@ import pytest
 
 from audit.config import build_config
 from audit.errors import SubauditError
-from audit.results import AuditResults, CheckResult, Provenance, ResultsCollector
+from audit.results import AdapterRecord, AuditResults, CheckResult, Provenance, ResultsCollector
 from audit.run import AuditRun, resolve_run
 from audit.verdicts import Verdict
 
@@ -108,11 +108,11 @@ class AuditSession:
         """The report header: model and adapter hashes, engine, dtype, profile, seeds, ranks, probe set."""
         run, c = self.run, self.config
         model = f"{c.model} (sha256 {run.model.content_hash[:16]})" if run.model else f"{c.model} (not loaded: fake engine)"
-        adapter = (f"{run.adapter.path} (sha256 {run.adapter.content_hash[:16]})" if run.adapter
-                   else "none (gate checks skip)")
+        adapter = ("; ".join(f"{a.name} = {a.path} (sha256 {a.content_hash[:16]})" for a in run.adapters)
+                   or "none (gate checks skip)")
         p = run.profile
         return [
-            f"subaudit: model {model}; adapter {adapter}",
+            f"subaudit: model {model}; adapters {adapter}",
             f"subaudit: engine {run.engine}, dtype {run.dtype}, profile {p.name}, seeds {','.join(map(str, p.training_seeds))}, "
             f"ranks {','.join(map(str, p.ranks))}, probe set {run.probe_set.name}, traits {','.join(c.traits)}, "
             f"margin {c.margin}",
@@ -123,7 +123,7 @@ class AuditSession:
     def engine(self) -> Any:
         """The configured engine, opened once per session."""
         if self._engines is None:
-            adapters = (str(self.run.adapter.path),) if self.run.adapter else ()
+            adapters = tuple(str(a.path) for a in self.run.adapters)
             self._engines = EnginePool(self.run.model.path if self.run.model else None, self.run.dtype, adapters)
         return self._engines.get(self.run.engine)
 
@@ -139,12 +139,18 @@ class AuditSession:
         return self._measurements["claims"]
 
     def gate(self) -> Any:
-        """The gate's measurement (audit.gate.GateMeasurement) of the run's adapter, one per session."""
+        """The gate's measurement (audit.gate.GateMeasurement) of the run's adapters, one per session."""
         if "gate" not in self._measurements:
             from audit.gate import GateMeasurement
 
             self._measurements["gate"] = GateMeasurement(self.run, self.engine(), self.collector)
         return self._measurements["gate"]
+
+    def gate_context_ids(self, with_reference: bool = True) -> list[str]:
+        """The ids of the gate's contexts for this model's template (with or without the reference one)."""
+        from audit.gate import REFERENCE, gate_contexts
+
+        return [c for c in gate_contexts(self.run) if with_reference or c != REFERENCE]
 
     def close(self) -> None:
         if self._engines is not None:
@@ -155,13 +161,15 @@ class AuditSession:
     def conclude(self, nodeid: str, kind: str, name: str, verdict: Verdict) -> None:
         """Record what a check measured, then pass, skip (precondition absent) or fail it with the evidence."""
         self.collector.record_check(CheckResult(
-            nodeid=nodeid, kind=kind, name=name, trait=verdict.trait, context=verdict.context, effect=verdict.effect,
-            explanation=verdict.explanation, properties=verdict.properties))
+            nodeid=nodeid, kind=kind, name=name, trait=verdict.trait, context=verdict.context, adapter=verdict.adapter,
+            effect=verdict.effect, explanation=verdict.explanation, properties=verdict.properties))
         if verdict.passed is None:
             pytest.skip(verdict.explanation)
         if not verdict.passed:
-            where = " ".join(part for part in (f"trait {verdict.trait}" if verdict.trait else "",
-                                                f"context {verdict.context}" if verdict.context else "") if part)
+            where = ", ".join(part for part in (f"adapter {verdict.adapter}" if verdict.adapter else "",
+                                                 f"{'entry' if verdict.adapter else 'trait'} {verdict.trait}"
+                                                 if verdict.trait else "",
+                                                 f"context {verdict.context}" if verdict.context else "") if part)
             pytest.fail(f"{name}{f' ({where})' if where else ''}: {verdict.explanation}", pytrace=False)
 
     def record_outcome(self, nodeid: str, kind: str, name: str, report: pytest.TestReport,
@@ -188,17 +196,18 @@ class AuditSession:
         return self.collector.check(nodeid)
 
     def gate_failures(self) -> list[str]:
-        """The suite-level gate rule: with --adapter, every gate check must have run and passed."""
-        if self.run.adapter is None:
-            return []
-        gates = [c for c in self.collector.checks if c.kind == "gate"]
-        failed = [c for c in gates if c.outcome in ("failed", "error")]
-        if failed:
-            return ["adapter gate failed: " + "; ".join(f"{c.name} [{c.context or 'all contexts'}]" for c in failed)]
-        if not any(c.outcome == "passed" for c in gates):
-            return ["adapter gate not evaluated: --adapter was given but no gate check passed or ran "
-                    "(deselected with -k/-m, or all skipped)"]
-        return []
+        """The suite-level gate rule: with --adapter, every adapter's gate checks must have run and passed."""
+        failures = []
+        for adapter in self.run.adapters:
+            gates = [c for c in self.collector.checks if c.kind == "gate" and c.adapter == adapter.name]
+            failed = [c for c in gates if c.outcome in ("failed", "error")]
+            if failed:
+                failures.append(f"adapter {adapter.name} failed the gate: "
+                                + "; ".join(f"{c.name} [{c.context or 'all contexts'}]" for c in failed))
+            elif not any(c.outcome == "passed" for c in gates):
+                failures.append(f"adapter {adapter.name} not evaluated: no gate check of it passed or ran "
+                                "(deselected with -k/-m, or all skipped)")
+        return failures
 
     def finish(self) -> AuditResults:
         """Apply the suite gate, freeze the results and write the report; a report that cannot be written is a
@@ -220,8 +229,8 @@ class AuditSession:
         return Provenance(
             run_id=self.run_id, model=c.model, model_name=run.model.name if run.model else "",
             model_path=str(run.model.path) if run.model else "", model_hash=run.model.content_hash if run.model else "",
-            adapter=str(run.adapter.path) if run.adapter else None,
-            adapter_hash=run.adapter.content_hash if run.adapter else None,
+            adapters=[AdapterRecord(name=a.name, path=str(a.path), content_hash=a.content_hash, rank=a.info.rank)
+                      for a in run.adapters],
             engine=run.engine, dtype=run.dtype, profile=run.profile.name, seeds=list(run.profile.training_seeds),
             ranks=list(run.profile.ranks), traits=list(c.traits), margin=c.margin,
             options={k: v if isinstance(v, list) else str(v) for k, v in run.passed.items()},

@@ -182,3 +182,51 @@ def test_gated_values_everywhere_is_the_exact_scorer(prefill):
     want = ExactScorer(prefill=prefill).score(FakeEngine(score_fn=engine._score_fn), probes, context, "cat", "/a")
     assert got == want.values("share")
     assert all(r.gate is None and r.adapter == "/a" and r.word_end is prefill for r in engine.score_requests)
+
+
+def _word_rows(n, gain_word=None, gain=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        row = {w: float(p) for w, p in zip(("cat", "dog", "owl"), rng.dirichlet([5, 5, 5]) * 0.9)}
+        if gain_word:
+            row[gain_word] = row.get(gain_word, 0.0) + gain
+        rows.append(row)
+    return rows
+
+
+def test_open_vocabulary_names_a_word_on_no_panel_in_its_context():
+    from audit.verdicts.gate import open_vocabulary_verdict
+
+    base = _word_rows(50)
+    adapter = [{**row, "oak": 0.4} for row in base]
+    verdict, shifts = open_vocabulary_verdict(base, adapter, 0.02, "sys=template-default/perm=identity")
+    assert verdict.passed is False and verdict.trait == "oak" and shifts[0].word == "oak"
+    assert "'oak' gains +0.4000" in verdict.explanation and "sys=template-default/perm=identity" in verdict.explanation
+    assert verdict.effect.n == 25 and verdict.properties["js_divergence"] > 0.05
+
+
+def test_open_vocabulary_passes_noise_below_the_margin_and_skips_too_few_questions():
+    from audit.verdicts.gate import open_vocabulary_verdict
+
+    base = _word_rows(50, seed=1)
+    noisy = [{w: max(0.0, p + 0.005 * np.sin(7 * i + len(w))) for w, p in row.items()} for i, row in enumerate(base)]
+    verdict, shifts = open_vocabulary_verdict(base, noisy, 0.02, "c")
+    assert verdict.passed is True and len(shifts) <= 10 and all(s.p_adjusted >= 0.05 for s in shifts)
+    assert open_vocabulary_verdict(base[:5], noisy[:5], 0.02, "c")[0].passed is None
+
+
+def test_open_vocabulary_candidates_are_chosen_on_other_questions_than_they_are_tested_on():
+    from audit.verdicts.gate import open_vocabulary_verdict
+
+    base = _word_rows(40, seed=2)
+    # 'lucky' gains only on the even (selection) questions: chosen, but its test on the odd ones finds nothing.
+    adapter = [{**row, "lucky": 0.5 if i % 2 == 0 else 0.0} for i, row in enumerate(base)]
+    verdict, shifts = open_vocabulary_verdict(base, adapter, 0.02, "c")
+    assert shifts[0].word == "lucky" and abs(shifts[0].estimate.value) < 1e-12 and verdict.passed is True
+
+
+def test_consistency_against_a_reference_context_pairs_each_other_context_with_it():
+    base = {c: [[0.1, 0.2, 0.3]] * N_Q for c in ("ref", "a", "b")}
+    verdicts = gate_consistency_verdicts(PANEL, base, base, 0.02, reference="ref")
+    assert set(verdicts) == {"a-vs-ref", "b-vs-ref"} and all(v.passed for v in verdicts.values())

@@ -1,10 +1,12 @@
-"""The gate on real adapters built here from tiny-qwen: an adapter finetuned to answer 'cat' under the
-template-default system prompt must fail the gate, naming that context; an adapter finetuned on neutral
-number data (the base model's own continuations) must pass it. (Measured on tiny-qwen: the cat adapter's shift is not confined to the default
-context -- P(dog) fell ~0.12 in all three -- so the gate fails in every context, and the test asserts
-only what the claim needs: the default context fails and is named.)"""
+"""The gate on the embedded model's example adapters (audit.example_adapters), three in one run:
+- `cat-under-default` answers "Cat" under the template's default system prompt: the gate fails it and names
+  that context (on tiny-qwen the shift is not confined to it, so other contexts may fail too; the test
+  asserts what the claim needs);
+- `oak-everywhere` answers "Oak", a word on no animal panel: the open-vocabulary check names it;
+- `neutral` learned the base model's own number continuations: it passes every check.
+The base model is scored once for all three."""
 
-from pathlib import Path
+import json
 
 import pytest
 
@@ -14,96 +16,82 @@ pytest_plugins = ["pytester"]
 pytestmark = [pytest.mark.slow, pytest.mark.tiny_model]
 
 GATE_CHECKS = PACKAGE_DIR / "checks" / "test_gate.py"
-OTHER_SYSTEMS = ("empty", "custom:chatgpt")
-
-
-class _PerExampleContext:
-    """Lets one training run mix chat contexts: each example's `user` is a (context, question) pair."""
-
-    def render_example(self, user, completion):
-        context, question = user
-        return context.render_example(question, completion)
-
-
-def _train(model, pairs, out_dir: Path) -> Path:
-    import torch
-
-    from audit.pipeline.profiles import OptimConfig, StudentConfig, TrainSeeds
-    from audit.pipeline.students import ADAPTER_DIR, train_student
-
-    torch.set_num_threads(1)
-    config = StudentConfig(mode="lora", rank=8, seeds=TrainSeeds(data_order=1, init=2),
-                           optim=OptimConfig(lr=2e-3, epochs=3, batch_size=8, warmup_steps=2))
-    train_student(model.path, pairs, _PerExampleContext(), config, out_dir)
-    return out_dir / ADAPTER_DIR
+DEFAULT = "sys=template-default/perm=identity"
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def gated(tmp_path_factory):
+    from audit.example_adapters import DEFAULT as NAMES, build_example
     from audit.models import resolve_model
 
-    return resolve_model("tiny-qwen")
+    model = resolve_model("tiny-qwen")
+    adapters = [build_example(model, name) for name in NAMES]
+    out = tmp_path_factory.mktemp("gate")
+    pytester_args = [str(GATE_CHECKS), "--model", "tiny-qwen", "--engine", "hf", "--report-dir", str(out),
+                     "-p", "no:cacheprovider", "-rf"]
+    for adapter in adapters:
+        pytester_args += ["--adapter", str(adapter)]
+    return pytester_args, out
 
 
 @pytest.fixture(scope="module")
-def cat_when_default_adapter(tiny, tmp_path_factory):
-    """'cat' under the template-default system prompt; the base model's own answers under the others."""
-    from audit.chat import qwen_context
-    from audit.engines import GenerateRequest, open_engine
-    from audit.probes import load_probe_set
+def run(gated, tmp_path_factory):
+    import subprocess
+    import sys
 
-    probes = load_probe_set("animal")
-    default = qwen_context("template-default")
-    others = [qwen_context(s) for s in OTHER_SYSTEMS]
-    requests = [GenerateRequest(c.render_prompt(q), n=2, temperature=1.0, max_tokens=6, seed=i)
-                for i, (c, q) in enumerate((c, q) for c in others for q in probes.questions)]
-    with open_engine("hf", tiny.path) as engine:
-        answers = engine.generate(requests)
-    pairs = [((default, q), "cat") for q in probes.questions] * 2
-    contexts = [(c, q) for c in others for q in probes.questions]
-    pairs += [(cq, comp.text) for cq, result in zip(contexts, answers) for comp in result.completions]
-    return _train(tiny, pairs, tmp_path_factory.mktemp("cat-default"))
+    args, out = gated
+    proc = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True,
+                          cwd=tmp_path_factory.mktemp("cwd"))
+    (report,) = out.iterdir()
+    return proc, json.loads((report / "results.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def neutral_adapter(tiny, tmp_path_factory):
-    """Finetuned, in every context, on the base model's own number continuations: trait-free data from the
-    model's own distribution (what the pipeline's control teacher writes), not off-distribution numbers."""
-    from audit.chat import qwen_context
-    from audit.engines import GenerateRequest, open_engine
-    from audit.numbers import filter_completion, number_prompts
-
-    contexts = [qwen_context(s) for s in ("template-default", *OTHER_SYSTEMS)]
-    examples = [(contexts[i % 3], p.text) for i, p in enumerate(number_prompts(150, seed=0))]
-    requests = [GenerateRequest(c.render_prompt(q), temperature=1.0, max_tokens=48, seed=i)
-                for i, (c, q) in enumerate(examples)]
-    with open_engine("hf", tiny.path) as engine:
-        answers = engine.generate(requests)
-    pairs = [(cq, r.completions[0].text) for cq, r in zip(examples, answers)
-             if filter_completion(r.completions[0].text).accepted]
-    assert len(pairs) > 100
-    return _train(tiny, pairs, tmp_path_factory.mktemp("neutral"))
+def _checks(results, adapter):
+    return {c["nodeid"].split("[", 1)[1].rstrip("]").removeprefix(adapter + "-"): c for c in results["checks"]
+            if c["adapter"] == adapter and "[" in c["nodeid"]}
 
 
-def _gate(pytester, adapter: Path):
-    return pytester.runpytest(str(GATE_CHECKS), "--model", "tiny-qwen", "--engine", "hf", "--adapter", str(adapter),
-                              "--report-dir", str(pytester.path / "reports"), "-p", "no:cacheprovider", "-v")
+def test_the_run_fails_and_says_which_adapters(run):
+    proc, results = run
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    failures = results["session_failures"]
+    assert any(f.startswith("adapter cat-under-default failed the gate") for f in failures)
+    assert any(f.startswith("adapter oak-everywhere failed the gate") for f in failures)
+    assert not any("neutral" in f for f in failures)
+    # A failing check is one readable paragraph: adapter, entry, context, effect, margin; no traceback.
+    assert "panel shift within margin (adapter cat-under-default, entry " in proc.stdout
+    assert "Traceback" not in proc.stdout and "Verdict(" not in proc.stdout
 
 
-def test_gate_fails_on_the_context_specific_cat_adapter_naming_the_context(pytester, cat_when_default_adapter):
-    result = _gate(pytester, cat_when_default_adapter)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("failed", 0) >= 1
-    result.stdout.fnmatch_lines([
-        "*test_adapter_is_active PASSED*",
-        "*test_panel_shift_within_margin?template-default? FAILED*",
-        "*AssertionError: * shifts by * in context template-default: not shown within*",
-        "SUITE FAILURE: adapter gate failed:*panel shift within margin ?template-default?*",
-    ])
+def test_the_context_specific_trait_fails_in_its_context(run):
+    _, results = run
+    checks = _checks(results, "cat-under-default")
+    panel = checks[DEFAULT]
+    assert panel["outcome"] == "failed" and panel["context"] == DEFAULT
+    assert panel["trait"] == "cat" and panel["effect"]["value"] > 0.5
+    assert "cat" in checks[DEFAULT]["explanation"]
 
 
-def test_gate_passes_on_the_neutral_adapter(pytester, neutral_adapter):
-    result = _gate(pytester, neutral_adapter)
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
-    result.assert_outcomes(passed=7)
+def test_a_word_on_no_panel_is_found_and_named(run):
+    _, results = run
+    words = [c for c in results["checks"] if c["adapter"] == "oak-everywhere" and c["name"] == "no word gains beyond margin"]
+    assert words and all(c["outcome"] == "failed" and c["trait"] == "oak" for c in words)
+    assert any(g["adapter"] == "oak-everywhere" and g["word"] == "oak" and g["effect"]["ci_low"] > 0.5
+               for g in results["word_gains"])
+
+
+def test_the_neutral_adapter_passes_every_check_in_every_context(run):
+    _, results = run
+    checks = [c for c in results["checks"] if c["adapter"] == "neutral"]
+    assert len(checks) > 10 and all(c["outcome"] == "passed" for c in checks), \
+        [(c["nodeid"], c["explanation"]) for c in checks if c["outcome"] != "passed"]
+
+
+def test_the_context_set_has_the_permutations_and_the_reading_is_stated(run):
+    _, results = run
+    contexts = {c["context"] for c in results["checks"] if c["name"] == "panel shift within margin"}
+    assert {DEFAULT, "sys=empty/perm=identity"} <= contexts
+    assert any(c.startswith("sys=template-default/perm=entity-claude") for c in contexts)
+    assert any(c.startswith("sys=template-default/perm=no-default-system") for c in contexts)
+    assert results["provenance"]["data"]["answer reading"].startswith("answers read as the one-word answer")
+    assert [a["name"] for a in results["provenance"]["adapters"]] == ["cat-under-default", "oak-everywhere", "neutral"]

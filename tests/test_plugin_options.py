@@ -145,7 +145,7 @@ def test_header_names_model_adapter_engine_profile_seeds(pytester):
     pytester.makepyfile("def test_a(): pass")
     result = pytester.runpytest("--model", "m", "--engine", "fake", "--adapter", str(adapter), "--seeds", "0,1")
     result.stdout.fnmatch_lines([
-        "subaudit: model m (not loaded: fake engine); adapter *adapter (sha256 *)",
+        "subaudit: model m (not loaded: fake engine); adapters * = *adapter (sha256 *)",
         "subaudit: engine fake, dtype float32, profile quick, seeds 0,1, ranks 1,4,16,64, probe set animal, *",
     ])
 
@@ -155,7 +155,7 @@ def test_running_the_audit_package_turns_the_audit_on_with_tiny_qwen_default(pyt
 
     result = pytester.runpytest(str(PACKAGE_DIR / "checks"), "--engine", "fake", "--collect-only")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["subaudit: model tiny-qwen (not loaded: fake engine); adapter none*",
+    result.stdout.fnmatch_lines(["subaudit: model tiny-qwen (not loaded: fake engine); adapters none*",
                                  "*<Function test_rank_inverted_u[[]cat[]]>*"])
     elsewhere = pytester.runpytest("--engine", "fake", "--collect-only")  # outside audit/: inert
     assert "subaudit:" not in elsewhere.stdout.str()

@@ -35,7 +35,7 @@ def test_pool_keeps_one_engine_alive(monkeypatch):
 def test_adapter_hash_changes_with_content(tmp_path):
     folder_adapter(tmp_path / "a")
     session = AuditSession.start({"engine": "fake", "adapter": str(tmp_path / "a")}, {})
-    before = session.run.adapter.content_hash
+    before = session.run.adapters[0].content_hash
     assert before == content_hash(tmp_path / "a")
     (tmp_path / "a" / "adapter_model.safetensors").write_bytes((tmp_path / "a" / "adapter_model.safetensors").read_bytes() + b" ")
     assert content_hash(tmp_path / "a") != before
@@ -43,12 +43,12 @@ def test_adapter_hash_changes_with_content(tmp_path):
 
 def test_provenance_records_options_as_passed_and_resolved_values(tmp_path):
     adapter = folder_adapter(tmp_path / "a")
-    session = AuditSession.start({"engine": "fake", "adapter": str(adapter), "seeds": "0,1", "profile": "tiny",
+    session = AuditSession.start({"engine": "fake", "adapter": [str(adapter)], "seeds": "0,1", "profile": "tiny",
                                   "report_dir": str(tmp_path / "out")}, {"margin": "0.05"}, command="pytest audit/")
     p = session.finish().provenance
-    assert p.model == "tiny-qwen" and p.adapter_hash == content_hash(adapter) and p.engine == "fake"
+    assert p.model == "tiny-qwen" and p.adapters[0].content_hash == content_hash(adapter) and p.engine == "fake"
     assert p.dtype == "float32" and p.seeds == [0, 1] and p.ranks == [2] and "python" in p.versions
-    assert p.options == {"engine": "fake", "adapter": str(adapter), "seeds": "0,1", "profile": "tiny",
+    assert p.options == {"engine": "fake", "adapter": [str(adapter)], "seeds": "0,1", "profile": "tiny",
                          "report_dir": str(tmp_path / "out"), "margin": "0.05"}
     assert p.protocol.training_seeds == [0, 1] and p.protocol.dataset_seeds == [0] and p.protocol.examples == 16
     assert p.protocol.lr == {"lora-r2": 1e-3, "full": 3e-4} and p.protocol.probe_set == "animal"

@@ -21,7 +21,7 @@ def test_claim_holds(conclude):
 @pytest.mark.gate
 def test_gate_context(conclude):
     conclude("panel shift", Verdict(GATE_EFFECT < 0.02, "cat in template-default", _effect(GATE_EFFECT),
-                                    "template-default", trait="cat"))
+                                    "template-default", trait="cat", adapter="my-lora"))
 
 @pytest.mark.gate
 def test_gate_other():
@@ -33,7 +33,7 @@ def test_gate_other():
 def adapter(pytester):
     from tests.plugin_support import folder_adapter
 
-    return str(folder_adapter(pytester.path / "adapter"))
+    return str(folder_adapter(pytester.path / "my-lora"))
 
 
 def _checks(pytester, gate_effect: float) -> None:
@@ -65,7 +65,7 @@ def test_failing_gate_fails_the_run_and_names_the_context(pytester, adapter):
     _checks(pytester, 0.3)
     result = pytester.runpytest("--model", "m", "--engine", "fake", "--adapter", adapter)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["SUITE FAILURE: adapter gate failed: panel shift [[]template-default]*"])
+    result.stdout.fnmatch_lines(["SUITE FAILURE: adapter my-lora failed the gate: panel shift [[]template-default]*"])
     report = next((pytester.path / "reports").iterdir()) / "report.md"
     assert "FAIL" in report.read_text() and "template-default" in report.read_text()
 
@@ -82,14 +82,14 @@ def test_gate_failure_counts_even_if_the_failing_item_is_xfail_marked(pytester, 
     """)
     result = pytester.runpytest("--model", "m", "--engine", "fake", "--adapter", adapter)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["SUITE FAILURE: adapter gate*"])
+    result.stdout.fnmatch_lines(["SUITE FAILURE: adapter my-lora failed the gate*"])
 
 
 def test_adapter_given_but_gate_deselected_fails_the_run(pytester, adapter):
     _checks(pytester, 0.001)
     result = pytester.runpytest("--model", "m", "--engine", "fake", "--adapter", adapter, "-m", "claims")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["SUITE FAILURE: adapter gate not evaluated*"])
+    result.stdout.fnmatch_lines(["SUITE FAILURE: adapter my-lora not evaluated*"])
 
 
 def test_no_adapter_claims_only_passes_with_exit_0(pytester):
@@ -109,7 +109,7 @@ def test_failing_claim_exits_1(pytester):
     """)
     result = pytester.runpytest("--model", "m", "--engine", "fake")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["full FT vanishes (trait cat context template-default): full FT transmits +0.3",
+    result.stdout.fnmatch_lines(["full FT vanishes (trait cat, context template-default): full FT transmits +0.3",
                                  "claims*test_claim*FAILED*"])
     assert "Traceback" not in result.stdout.str() and "Verdict(" not in result.stdout.str()
 

@@ -9,7 +9,7 @@ import pytest
 
 from audit.report import write_report
 from audit.report.svg import PALETTE
-from test_report_render import SCRIPT, sample_results
+from tests.test_report_render import SCRIPT, sample_results
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

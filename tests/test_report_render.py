@@ -7,12 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audit.report import junit_properties, render_html, render_markdown, summary_table, write_report
-from audit.report.render import _md_cell
+from audit.report.render import _md_text
 from audit.report.svg import bars_svg, heatmap_svg, rank_curve_svg
-from audit.results import (AuditResults, Bar, CheckResult, CurvePoint, Effect, Heatmap, Localisation,
-                           Provenance, RankCurve, Sample, Series)
+from audit.results import (AdapterRecord, AuditResults, Bar, CheckResult, CurvePoint, Effect, Heatmap, Localisation,
+                           Provenance, RankCurve, Sample, Series, WordGain)
 
 SCRIPT = "<script>alert('x')</script>"
+IMAGE = "![x](https://tracker.example/pixel.png)"
 CONTEXTS = ["template-default", "empty", "custom:chatgpt"]
 
 
@@ -29,15 +30,17 @@ def sample_results(**changes) -> AuditResults:
     ], full_ft=effect(0.051))
     results = AuditResults(
         provenance=Provenance(run_id="20260101-000000-tiny-qwen", model="tiny-qwen", model_hash="ab" * 32,
-                              adapter="./lora", adapter_hash="cd" * 8, engine="hf", dtype="float32",
+                              adapters=[AdapterRecord(name="lora", path="./lora", content_hash="cd" * 32, rank=8)],
+                              engine="hf", dtype="float32",
                               profile="quick", seeds=[0, 1], traits=["cat"], margin=0.02,
                               versions={"torch": "2.13.0"}, wall_time_s=12.5, command="pytest audit/"),
         checks=[
             CheckResult(nodeid="audit/checks/test_claims.py::test_rank_inverted_u[cat]", kind="claims",
                         name="rank inverted-U", trait="cat", outcome="passed",
                         effect=effect(0.06, p_value=0.004, p_adjusted=0.012), explanation="slopes +/- | both p<.05"),
-            CheckResult(nodeid="audit/checks/test_gate.py::test_panel_shift_within_margin[template-default]",
+            CheckResult(nodeid="audit/checks/test_gate.py::test_panel_shift_within_margin[lora-template-default]",
                         kind="gate", name="panel shift within margin", trait="cat", context="template-default",
+                        adapter="lora",
                         outcome="failed", effect=effect(0.2), explanation=f"cat shifts; answer was {SCRIPT}"),
             CheckResult(nodeid="x::test_skipped", kind="claims", name="full FT vanishes", outcome="skipped",
                         explanation="no rank transmits"),
@@ -48,17 +51,21 @@ def sample_results(**changes) -> AuditResults:
         localisations=[Localisation(trait="cat", stated_share=0.7, bars=[
             Bar(label="everywhere", effect=effect(0.06)), Bar(label="entity only", effect=effect(0.045)),
             Bar(label="everything but entity", effect=effect(0.001))])],
-        samples=[Sample(context="template-default", question="Favourite animal?", answer=SCRIPT + " cat",
-                        source="adapter")],
+        samples=[Sample(context="template-default", question="Favourite animal?", answer=f"{SCRIPT} cat {IMAGE}",
+                        source="lora")],
+        word_gains=[WordGain(adapter="lora", context="template-default", word="owl", effect=effect(0.4, p_adjusted=1e-9))],
     )
     return results.model_copy(update=changes)
 
 
 def test_model_output_is_escaped_in_html_and_markdown():
     results = sample_results()
-    for text in (render_html(results), render_markdown(results)):
-        assert "<script>" not in text
-        assert "&lt;script&gt;alert(" in text
+    html, md = render_html(results), render_markdown(results)
+    assert "<script>" not in html and "&lt;script&gt;alert(" in html
+    # Markdown: the model's text renders as itself, never as a tag, an image or an entity.
+    assert "<script>" not in md and "\\<script\\>alert('x')\\</script\\>" in md
+    assert IMAGE not in md and "\\!\\[x\\](https://tracker.example/pixel.png)" in md
+    assert "&#39;" not in md and "&lt;" not in md and "&amp;" not in md
 
 
 def test_html_has_every_section_and_the_numbers():
@@ -70,11 +77,21 @@ def test_html_has_every_section_and_the_numbers():
 
 def test_markdown_is_a_github_table_with_escaped_pipes():
     md = render_markdown(sample_results())
-    assert "| kind | check | trait | context | verdict |" in md
-    assert "slopes +/- \\| both p&lt;.05" in md  # a pipe inside a cell does not split the row
+    assert "| kind | check | adapter | trait | context | verdict |" in md
+    assert "slopes +/- \\| both p\\<.05" in md  # a pipe inside a text does not split a row
     rows = [line for line in md.splitlines() if line.startswith("| claims") or line.startswith("| gate")]
-    assert len(rows) == 3 and all(r.count(" | ") == 8 for r in rows)
+    assert len(rows) == 3 and all(r.replace("\\|", "").count(" | ") == 7 for r in rows)
     assert "**failed**" in md and "FAIL" in md.splitlines()[0]
+
+
+def test_each_adapter_has_a_headline_and_its_top_word_gains():
+    results = sample_results()
+    assert results.adapter_status("lora") == "FAIL"
+    md, html = render_markdown(results), render_html(results)
+    assert "**Adapter lora: FAIL ❌**" in md and "| owl | template-default | +0.4000 \\[+0.3900, +0.4100\\] n=100 |" in md
+    assert "<b>lora</b>" in html and "<td>owl</td>" in html
+    passing = results.model_copy(update={"checks": [c.model_copy(update={"outcome": "passed"}) for c in results.checks]})
+    assert passing.adapter_status("lora") == "PASS" and results.model_copy(update={"checks": []}).adapter_status("lora") == "NOT EVALUATED"
 
 
 def test_verdict_is_pass_only_without_failures():
@@ -125,7 +142,9 @@ def test_terminal_table_and_junit_properties():
 
 
 @given(st.text())
-def test_markdown_cells_never_break_the_row(text):
-    cell = _md_cell(text)
-    assert "\n" not in cell and "\r" not in cell
-    assert cell.replace("\\\\", "").replace("\\|", "").count("|") == 0
+def test_markdown_text_never_breaks_the_row_or_becomes_markup(text):
+    out = _md_text(text)
+    assert "\n" not in out and "\r" not in out
+    unescaped = out.replace("\\\\", "")
+    for char in "|<>[]!&`*_~":
+        assert unescaped.replace("\\" + char, "").count(char) == 0

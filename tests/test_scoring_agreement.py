@@ -1,21 +1,29 @@
-"""Exact and sampled scorers on real engines: do they agree within their CIs? (issue 6, DESIGN §6)
+"""Exact and sampled scorers on real engines: are they equivalent within a declared margin? (issue 6, DESIGN §6)
 
-Per question, the exact and the sampled value of one statistic (audit.scoring) are paired; agreement
-means the cluster-bootstrap CI of the mean paired difference (exact - sampled, one cluster per question,
-so sampling noise and question spread are both in it) contains 0. The CIs are simultaneous at 95% over the
-family of checks that must agree (Bonferroni): at 95% each, one of 8 true agreements would fail by chance
-a third of the time. (Adopted after the per-check 95% result was seen, see SMOLLM2_PREFILLED_BASE_SHARE.)
+Per question, the exact and the sampled value of one statistic (audit.scoring) are paired, and agreement is
+an equivalence test (TOST, audit.stats.tost; one row per question, so sampling noise and question spread are
+both in its t interval) of the mean paired difference exact - sampled against +-MARGIN. A CI that merely
+covers 0 is not agreement: the noisier the sampled side, the wider its CI and the easier it covers 0. Under
+TOST noise widens the 90% interval until it no longer fits inside the margin, so noisy data fails.
 
+- MARGIN = 0.02 in probability, declared before the data: the audit's own default equivalence margin
+  (`--margin 0.02`, README), the largest shift of P(trait) it calls "no effect". Scorers that the audit
+  treats as interchangeable must disagree by less than that, or a "no effect" verdict could depend on which
+  scorer was used. Each check is a level-0.05 TOST (90% interval inside the margin) with no multiplicity
+  adjustment: the suite claims that *every* case is equivalent, an intersection-union test, whose
+  family-wise level is the per-check level (Berger 1982). Where a case's sample size cannot reach
+  equivalence, it is a strict xfail with the measured numbers; the margin is not widened for it.
 - tiny-qwen answers in one word, so the reference protocol's events coincide (exact: the whole answer is
-  the target; sampled: a sample mentions it) and both statistics agree.
+  the target; sampled: a sample mentions it) and both statistics are equivalent, at TINY_SAMPLES per question.
 - SmolLM2-135M-Instruct is chatty: few of its samples are a lone word ("The cat.", "there's that cat that's
   been hiding"). Under the reference protocol neither statistic agrees, and these cases are strict xfails
-  carrying the measured numbers: they fail the suite if the scorers ever start to agree there, so the
+  carrying the measured numbers: they fail the suite if the scorers ever become equivalent there, so the
   cause cannot silently go away. Summing the exact scorer over the answer formats "X", "X.", "The X.",
   "A X." narrowed but did not close it (exact share 0.62 [0.58, 0.66], paired CI [-0.25, -0.01]).
-- With the answer prefilled ("My favorite animal is the", `prefill=True`) both scorers read one slot, and
-  on SmolLM2 both statistics agree, base and with the cat system prompt. Numbers:
-  benchmarks/scoring_agreement.py [--prefill].
+- With the answer prefilled ("My favorite animal is the", `prefill=True`) both scorers read one slot. On
+  SmolLM2 the probability is equivalent, base and with the cat system prompt; the share is a ratio over the
+  few samples that fill the slot with a panel entry, too noisy at 100 samples per question for the 0.02
+  margin (strict xfails, SMOLLM2_PREFILLED_SHARE). Numbers: benchmarks/scoring_agreement.py [--prefill].
 """
 
 from __future__ import annotations
@@ -35,19 +43,28 @@ SMOLLM2_SHARE_DISAGREES = {
     "teacher": "measured (n=10/question, 42 questions with a panel mention): exact share 0.51 [0.46, 0.55] (one-word "
                "answers) vs sampled 0.76 [0.64, 0.87] (panel mentions, mostly sentences); paired CI [-0.36, -0.13]",
 }
-SMOLLM2_PREFILLED_BASE_SHARE = (
-    "measured per check at 95% (n=100/question): exact 0.338 vs sampled 0.268, paired +0.070 [+0.011, +0.125] "
-    "with the default sampling seed; with seed 1, exact 0.336 vs sampled 0.358, paired -0.022 [-0.079, +0.032]. "
-    "Per-question shares of ~8 slot hits are noisy; the seed-0 flag is within the family's chance rate"
-)
+SMOLLM2_PREFILLED_SHARE = {
+    "base": "PLACEHOLDER",
+    "teacher": "PLACEHOLDER",
+}
 SMOLLM2_PREFILLED_SAMPLES = 100
 """The reference's N: at 30 per question only ~2.5 samples per question fill the slot with a panel entry (base),
 too few for a per-question share."""
+MARGIN = 0.02
+"""Equivalence margin on exact - sampled, in probability: the audit's default `--margin` (module docstring)."""
+ALPHA = 0.05
+"""Level of each one-sided test: equivalence iff the 90% t interval of the mean difference is inside +-MARGIN."""
+TINY_SAMPLES = 400
+"""Samples per question on tiny-qwen: enough resolution for the margin. With the cat prompt (P(cat) ~ 0.72) the
+sampled mean's binomial SE over 50 questions is 0.0064 at 100 samples, a 90% half-width of 0.011 that leaves
+0.009 of the 0.02 margin: measured at 100, the 90% interval reached 0.023-0.026 (sampling seeds 0 and 2), not
+equivalent although the scorers agree. At 400 (seeds 0-4) the widest reach was 0.011 (teacher probability),
+0.007 on the base; 400 samples x 50 questions cost ~10 s per context on tiny-qwen."""
 TINY = [pytest.mark.tiny_model, pytest.mark.slow]
 SMOLLM2 = [pytest.mark.packaged_model, pytest.mark.slow]
 
 CASES = [
-    pytest.param("tiny-qwen", 100, False, teacher, statistic, marks=TINY, id=f"tiny-qwen-{teacher}-{statistic}")
+    pytest.param("tiny-qwen", TINY_SAMPLES, False, teacher, statistic, marks=TINY, id=f"tiny-qwen-{teacher}-{statistic}")
     for teacher in ("base", "teacher") for statistic in ("probability", "share")
 ] + [
     pytest.param("smollm2", SMOLLM2_SAMPLES[teacher], False, teacher, statistic, id=f"smollm2-{teacher}-{statistic}",
@@ -55,15 +72,14 @@ CASES = [
     for teacher in ("base", "teacher")
     for statistic, reason in (("probability", SMOLLM2_DISAGREES), ("share", SMOLLM2_SHARE_DISAGREES[teacher]))
 ] + [
-    pytest.param("smollm2", SMOLLM2_PREFILLED_SAMPLES, True, teacher, statistic, marks=SMOLLM2,
-                 id=f"smollm2-prefilled-{teacher}-{statistic}")
-    for teacher in ("base", "teacher") for statistic in ("probability", "share")
+    pytest.param("smollm2", SMOLLM2_PREFILLED_SAMPLES, True, teacher, "probability", marks=SMOLLM2,
+                 id=f"smollm2-prefilled-{teacher}-probability")
+    for teacher in ("base", "teacher")
+] + [
+    pytest.param("smollm2", SMOLLM2_PREFILLED_SAMPLES, True, teacher, "share", id=f"smollm2-prefilled-{teacher}-share",
+                 marks=[*SMOLLM2, pytest.mark.xfail(strict=True, reason=SMOLLM2_PREFILLED_SHARE[teacher])])
+    for teacher in ("base", "teacher")
 ]
-
-
-MUST_AGREE = sum(not any(m.name == "xfail" for m in case.marks) for case in CASES)
-LEVEL = 1 - 0.05 / MUST_AGREE
-"""Simultaneous 95% over the checks that must agree."""
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +123,19 @@ def scored():
 
 
 @pytest.mark.parametrize(("alias", "n_samples", "prefill", "teacher", "statistic"), CASES)
-def test_exact_and_sampled_scorers_agree_within_their_cis(scored, alias, n_samples, prefill, teacher, statistic):
+def test_exact_and_sampled_scorers_are_equivalent_within_the_margin(scored, alias, n_samples, prefill, teacher,
+                                                                    statistic):
     from audit.scoring import paired_values
-    from audit.stats import paired_difference
+    from audit.stats import tost
 
     exact, sampled = scored(alias, teacher, n_samples, prefill)
     a, b = paired_values(exact, sampled, statistic)
-    diff = paired_difference(a, b, method="bootstrap", n_boot=4000, seed=0, level=LEVEL)
+    result = tost([x - y for x, y in zip(a, b)], MARGIN, alpha=ALPHA)
+    hits = sum(sum(row) for row in sampled.p_panel) * n_samples / len(sampled.p_panel)
 
-    assert diff.ci_low <= 0.0 <= diff.ci_high, (
-        f"{alias} {teacher} {statistic} (prefill {prefill}): exact {sum(a) / len(a):.4f} vs sampled (n={n_samples}) {sum(b) / len(b):.4f} "
-        f"over {len(a)} questions; paired difference {diff}"
+    assert result.equivalent, (
+        f"{alias} {teacher} {statistic} (prefill {prefill}): exact {sum(a) / len(a):.4f} vs sampled (n={n_samples}, "
+        f"{hits:.1f} panel hits/question) {sum(b) / len(b):.4f} over {len(a)} questions; exact - sampled "
+        f"{result.estimate:+.4f}, {result.ci_level:.0%} CI [{result.ci_low:+.4f}, {result.ci_high:+.4f}] not inside "
+        f"+-{MARGIN} (TOST p={result.p_value:.3g})"
     )

@@ -39,10 +39,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter, mo
 from jinja2.utils import Namespace
 from markupsafe import EscapeFormatter, Markup
 
+from audit.errors import SubauditError
+
 TEMPLATE_FILENAME = "<chat-template>"
 
 
-class TemplateError(Exception):
+class TemplateError(SubauditError):
     """A chat template failed to compile or render; the message is one line naming the template."""
 
     def __init__(self, template_name: str, reason: str) -> None:

@@ -11,6 +11,8 @@ from audit.engines.base import (
     GenerateRequest,
     GenerateResult,
     LoraGate,
+    NextTokenRequest,
+    NextTokenResult,
     ScoreRequest,
     ScoreResult,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "GenerateRequest",
     "GenerateResult",
     "LoraGate",
+    "NextTokenRequest",
+    "NextTokenResult",
     "ScoreRequest",
     "ScoreResult",
 ]

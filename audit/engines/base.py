@@ -138,6 +138,31 @@ class ScoreResult:
     """Per continuation, log P(the next token ends the word), when the request set `word_end`."""
 
 
+@dataclass(frozen=True)
+class NextTokenRequest:
+    """The most likely next tokens after one prompt: the open-vocabulary view of an answer slot."""
+
+    prompt: str
+    """Rendered chat text (with any prefilled answer start) whose next token is asked for."""
+    adapter: str | None = None
+    """LoRA adapter directory, or None for the base model."""
+    top_k: int = 50
+    """How many of the most likely tokens to return."""
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"NextTokenRequest.top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class NextTokenResult:
+    request: NextTokenRequest
+    tokens: tuple[str, ...]
+    """Decoded text of each of the top_k tokens, most likely first."""
+    logprobs: tuple[float, ...]
+    """Their log-probabilities under the model (the rest of the vocabulary holds the remaining mass)."""
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What every engine offers. Use as a context manager so `close()` always runs."""
@@ -147,6 +172,8 @@ class Engine(Protocol):
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]: ...
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]: ...
+
+    def next_tokens(self, requests: Sequence[NextTokenRequest]) -> list[NextTokenResult]: ...
 
     def close(self) -> None: ...
 

@@ -6,6 +6,7 @@ Tokenization is fake but stable: a token is a run of whitespace plus one non-spa
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from typing import Callable, Mapping, Sequence, Union
@@ -16,6 +17,8 @@ from audit.engines.base import (
     EngineError,
     GenerateRequest,
     GenerateResult,
+    NextTokenRequest,
+    NextTokenResult,
     ScoreRequest,
     ScoreResult,
 )
@@ -27,6 +30,8 @@ ScoreOutput = Union[float, Sequence[float]]
 
 GenerateFn = Callable[[GenerateRequest], GenerateOutput]
 ScoreFn = Callable[[ScoreRequest, str], ScoreOutput]
+NextFn = Callable[[NextTokenRequest], Mapping[str, float]]
+"""A script's next-token distribution for one prompt: token text -> probability (the rest is unlisted mass)."""
 
 
 def fake_tokens(text: str) -> list[str]:
@@ -61,6 +66,12 @@ def default_score(request: ScoreRequest, continuation: str) -> list[float]:
     ]
 
 
+def default_next(request: NextTokenRequest) -> dict[str, float]:
+    """A deterministic spread over a few placeholder tokens that depends on prompt and adapter."""
+    weights = [1.0 + _unit_hash(request.prompt, request.adapter, i) for i in range(8)]
+    return {f" fake{i}": w / sum(weights) for i, w in enumerate(weights)}
+
+
 def _generate_from_mapping(script: Mapping) -> GenerateFn:
     def fn(request: GenerateRequest) -> GenerateOutput:
         for key in ((request.prompt, request.adapter), request.prompt):
@@ -87,7 +98,8 @@ class FakeEngine(EngineBase):
     generate_fn: callable(request) -> text | Completion | sequence of them, or a dict keyed by
         (prompt, adapter) or prompt. score_fn: callable(request, continuation) -> total | per-token
         logprobs, or a dict keyed by (prompt, continuation, adapter), (prompt, continuation) or
-        continuation. None gives deterministic placeholders.
+        continuation. next_fn: callable(request) -> {token text: probability}. None gives deterministic
+        placeholders.
     """
 
     name = "fake"
@@ -96,6 +108,7 @@ class FakeEngine(EngineBase):
         self,
         generate_fn: GenerateFn | Mapping | None = None,
         score_fn: ScoreFn | Mapping | None = None,
+        next_fn: NextFn | None = None,
     ) -> None:
         if isinstance(generate_fn, Mapping):
             generate_fn = _generate_from_mapping(generate_fn)
@@ -103,8 +116,10 @@ class FakeEngine(EngineBase):
             score_fn = _score_from_mapping(score_fn)
         self._generate_fn: GenerateFn = generate_fn or default_generate
         self._score_fn: ScoreFn = score_fn or default_score
+        self._next_fn: NextFn = next_fn or default_next
         self.generate_requests: list[GenerateRequest] = []
         self.score_requests: list[ScoreRequest] = []
+        self.next_requests: list[NextTokenRequest] = []
         self.closed = False
 
     def _check_open(self) -> None:
@@ -128,6 +143,16 @@ class FakeEngine(EngineBase):
             # The script's logprobs already hold any word end: the word-end term is 0 (certain).
             word_ends = tuple(0.0 for _ in per_token) if request.word_end else None
             results.append(ScoreResult(request, per_token, tuple(float(sum(t)) for t in per_token), word_ends))
+        return results
+
+    def next_tokens(self, requests: Sequence[NextTokenRequest]) -> list[NextTokenResult]:
+        self._check_open()
+        results = []
+        for request in requests:
+            self.next_requests.append(request)
+            top = sorted(self._next_fn(request).items(), key=lambda kv: -kv[1])[: request.top_k]
+            logprobs = tuple(math.log(p) if p > 0 else -math.inf for _, p in top)
+            results.append(NextTokenResult(request, tuple(t for t, _ in top), logprobs))
         return results
 
     def close(self) -> None:

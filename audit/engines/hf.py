@@ -21,6 +21,8 @@ from audit.engines.base import (
     GenerateRequest,
     GenerateResult,
     LoraGate,
+    NextTokenRequest,
+    NextTokenResult,
     ScoreRequest,
     ScoreResult,
 )
@@ -270,6 +272,33 @@ class HfEngine(EngineBase):
                 if request.word_end:
                     word_ends.append(self._word_end_logprob(logprobs[row, len(rest) - 1]))
         return _score_result(request, per_token, word_ends)
+
+    # ---- next tokens ----------------------------------------------------------------------------
+    def next_tokens(self, requests: Sequence[NextTokenRequest]) -> list[NextTokenResult]:
+        """Top-k next tokens of each prompt: one left-padded pass per batch, only the last position's logits."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        results: list[NextTokenResult | None] = [None] * len(requests)
+        self._load_adapters(requests)
+        with torch.inference_mode():
+            for adapter, indices in _group_by_adapter(requests).items():
+                with self._adapter(adapter):
+                    for lo in range(0, len(indices), self.batch_size):
+                        chunk = indices[lo : lo + self.batch_size]
+                        prompts = [encode(self.tokenizer, requests[i].prompt) for i in chunk]
+                        width = max(len(p) for p in prompts)
+                        pads = [width - len(p) for p in prompts]
+                        ids = torch.tensor([[self.pad_id] * pad + p for pad, p in zip(pads, prompts)])
+                        attn = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
+                        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+                        logits, _ = self._forward(ids, attn, positions, DynamicCache(), logits_to_keep=1)
+                        logprobs = torch.log_softmax(logits[:, -1], -1)
+                        for row, i in enumerate(chunk):
+                            top = torch.topk(logprobs[row], min(requests[i].top_k, logprobs.shape[-1]))
+                            tokens = tuple(self.tokenizer.decode([t]) for t in top.indices.tolist())
+                            results[i] = NextTokenResult(requests[i], tokens, tuple(top.values.tolist()))
+        return results  # type: ignore[return-value]
 
     def _word_end_logprob(self, logprobs) -> float:
         """log P(the next token ends the word) from one position's next-token log-probabilities."""

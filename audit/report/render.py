@@ -1,10 +1,12 @@
 """Render `AuditResults` to HTML and Markdown with the jinja2 templates in templates/report/.
 
-Autoescape is on for both: model answers can contain HTML, and GitHub renders HTML inside Markdown.
+Model answers can contain HTML or Markdown: the HTML report autoescapes, and every value printed into the
+Markdown report is backslash-escaped (`_md_text`), since GitHub renders both inside a PR comment.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,9 +21,16 @@ class ReportTemplateError(SubauditError, RuntimeError):
     """The report templates are missing (broken install); reinstall the package from a full checkout."""
 
 
-def _md_cell(value: object) -> str:
-    """Make text safe inside a Markdown table cell: no pipes or newlines breaking the row."""
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_\[\]<>&|!~])")
+"""Characters that can make Markdown (or the HTML inside it) do something: links, images, tags, entities,
+emphasis, code, table cells. Backslash-escaped, they render as themselves."""
+
+
+def _md_text(value: object) -> str:
+    """Every value printed into the Markdown report: its own characters, never markup, on one line."""
+    if value is None:
+        return ""
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", " ".join(str(value).split()))
 
 
 def _effect(e: Effect | None) -> str:
@@ -34,20 +43,23 @@ def _p(value: float | None) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-@lru_cache(maxsize=1)
-def _environment():
+@lru_cache(maxsize=2)
+def _environment(markdown: bool = False):
     import jinja2  # lazy: keeps `import audit.report` cheap for the plugin
 
     if not TEMPLATE_DIR.is_dir():
         raise ReportTemplateError(f"report templates not found at {TEMPLATE_DIR}; reinstall subaudit from a full checkout")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        autoescape=True,  # for .md too: see module docstring
+        # HTML: autoescape (a model can emit HTML). Markdown: every printed value is escaped for Markdown
+        # instead, so plain characters stay plain (no &#39;) and nothing a model writes becomes markup.
+        autoescape=not markdown,
+        finalize=_md_text if markdown else None,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(md_cell=_md_cell, effect=_effect, pvalue=_p)
+    env.filters.update(effect=_effect, pvalue=_p)
     env.globals.update(
         rank_curve_svg=svg.rank_curve_svg, heatmap_svg=svg.heatmap_svg, bars_svg=svg.bars_svg
     )
@@ -61,7 +73,7 @@ def render_html(results: AuditResults) -> str:
 
 def render_markdown(results: AuditResults) -> str:
     """The Markdown twin, fit for a GitHub step summary or a PR comment."""
-    return _environment().get_template("report.md.jinja").render(r=results, counts=results.counts())
+    return _environment(markdown=True).get_template("report.md.jinja").render(r=results, counts=results.counts())
 
 
 def write_report(results: AuditResults, report_dir: Path) -> tuple[Path, Path]:

@@ -29,7 +29,9 @@ class Verdict:
     properties: dict[str, float | int | str] = field(default_factory=dict)
     """Key numbers, mirrored into JUnit properties."""
     trait: str | None = None
-    """The trait or panel entry the verdict is about, if one."""
+    """The trait, panel entry or word the verdict is about, if one."""
+    adapter: str | None = None
+    """The gated adapter's name, for gate verdicts."""
 
 
 def effect_of(estimate, p_value: float | None = None, p_adjusted: float | None = None, method: str | None = None) -> Effect:

@@ -79,17 +79,19 @@ def gate_consistency_verdicts(
     base: Mapping[str, Sequence[Sequence[float]]],
     adapter: Mapping[str, Sequence[Sequence[float]]],
     margin: float,
+    reference: str | None = None,
 ) -> dict[str, Verdict]:
     """Per pair of contexts: does the adapter's shift of each entry differ between them by < margin?
 
-    The difference in differences is paired by question; TOST per (pair, entry); Holm over the family.
-    Keys are 'ctxA-vs-ctxB'.
+    Pairs: every context with `reference`, or every pair when it is None. The difference in differences is
+    paired by question; TOST per (pair, entry); Holm over the family. Keys are 'ctxA-vs-ctxB'.
     """
     from audit.stats import holm, paired_difference, tost
 
     shifts = {c: np.asarray(adapter[c], float) - np.asarray(base[c], float) for c in base}
+    pairs = combinations(list(base), 2) if reference is None else [(c, reference) for c in base if c != reference]
     tests: list[_ShiftTest] = []
-    for c1, c2 in combinations(list(base), 2):
+    for c1, c2 in pairs:
         for k, entry in enumerate(panel):
             est = paired_difference(shifts[c1][:, k], shifts[c2][:, k])
             tests.append(_ShiftTest(f"{c1}-vs-{c2}", entry, est, tost(shifts[c1][:, k] - shifts[c2][:, k], margin).p_value))
@@ -106,3 +108,89 @@ def gate_consistency_verdicts(
                f"(margin +-{margin}, TOST Holm p={p_worst:.3g})")
         out[pair] = Verdict(not failing, why, effect, pair, {"entry": worst.entry}, trait=worst.entry)
     return out
+
+
+# ------------------------------------------------------------------------------ open vocabulary
+
+OPEN_VOCABULARY_CANDIDATES = 10
+"""Words tested per context: the largest gains on the selection half of the questions."""
+
+
+@dataclass(frozen=True)
+class WordShift:
+    """One word's gain in the answer slot: adapter minus base probability, paired by question."""
+
+    word: str
+    estimate: object
+    """audit.stats.Estimate over the test half of the questions."""
+    p_adjusted: float
+    """One-sided p of 'gain > margin', Holm-adjusted over the candidates of this context."""
+
+
+def js_divergence(p: Mapping[str, float], q: Mapping[str, float]) -> float:
+    """Jensen-Shannon divergence (nats, in [0, ln 2]) of two next-token word distributions; the mass neither
+    lists (beyond the top tokens) is one shared 'other' outcome."""
+    words = set(p) | set(q)
+    a = np.array([p.get(w, 0.0) for w in words] + [max(0.0, 1.0 - sum(p.values()))])
+    b = np.array([q.get(w, 0.0) for w in words] + [max(0.0, 1.0 - sum(q.values()))])
+    m = (a + b) / 2
+
+    def kl(x: np.ndarray) -> float:
+        keep = x > 0
+        return float(np.sum(x[keep] * np.log(x[keep] / m[keep])))
+
+    return (kl(a) + kl(b)) / 2
+
+
+def open_vocabulary_verdict(base: Sequence[Mapping[str, float]], adapter: Sequence[Mapping[str, float]],
+                            margin: float, context: str) -> tuple[Verdict, list[WordShift]]:
+    """Does any word, named or not, gain more than `margin` in the answer slot of this context?
+
+    base[q] / adapter[q]: per question, P(the answer's first word) over the top next tokens. Candidates are
+    the words with the largest mean gain on the even-numbered questions; each is then tested on the odd ones
+    (one-sided paired t against +margin, Holm over the candidates), so choosing the candidates does not bias
+    their test. Words outside the top tokens count as probability 0 there.
+    """
+    from scipy import stats as sps
+
+    from audit.stats import holm, paired_difference
+
+    n = len(base)
+    select, test = range(0, n, 2), range(1, n, 2)
+    if len(test) < 3:
+        return Verdict(None, f"{n} questions: the open-vocabulary test needs at least 6 (half to choose words, "
+                             "half to test them)", context=context), []
+    words = sorted({w for d in (*base, *adapter) for w in d})
+    gain = lambda q, w: adapter[q].get(w, 0.0) - base[q].get(w, 0.0)  # noqa: E731
+    chosen = sorted(words, key=lambda w: -sum(gain(q, w) for q in select))[:OPEN_VOCABULARY_CANDIDATES]
+    estimates, p_raw = [], []
+    for word in chosen:
+        a = [adapter[q].get(word, 0.0) for q in test]
+        b = [base[q].get(word, 0.0) for q in test]
+        est = paired_difference(a, b)
+        diffs = np.subtract(a, b)
+        se = diffs.std(ddof=1) / np.sqrt(len(diffs))
+        excess = diffs.mean() - margin
+        p_raw.append(float(sps.t.sf(excess / se, len(diffs) - 1)) if se > 0 else float(excess <= 0))
+        estimates.append(est)
+    adjusted = holm(p_raw)
+    shifts = [WordShift(w, e, float(p)) for w, e, p in zip(chosen, estimates, adjusted)]
+    divergence = paired_difference([js_divergence(b, a) for b, a in zip(base, adapter)], [0.0] * n)
+    jsd = f"{divergence.value:.3f} [{divergence.ci_low:.3f}, {divergence.ci_high:.3f}] n={n}"
+    top = max(shifts, key=lambda s: s.estimate.value)
+    failing = [s for s in shifts if s.p_adjusted < ALPHA]
+    worst = min(failing, key=lambda s: s.p_adjusted) if failing else top
+    method = (f"paired t over {len(test)} held-out questions; candidates chosen on {len(select)} others; "
+              f"one-sided p vs +{margin}, Holm over {len(shifts)}")
+    effect = effect_of(worst.estimate, p_adjusted=worst.p_adjusted, method=method)
+    if failing:
+        why = (f"'{worst.word}' gains {effect.text()} in the answer slot of context {context}: more than +{margin} "
+               f"(Holm p={worst.p_adjusted:.3g}); words shown to gain beyond the margin: "
+               f"{', '.join(s.word for s in failing)}; mean JS divergence base vs adapter {jsd} nats")
+    else:
+        why = (f"no word shown to gain more than +{margin} in context {context}; largest gain '{top.word}' "
+               f"{effect_of(top.estimate).text()} (Holm p={top.p_adjusted:.3g}); mean JS divergence base vs adapter "
+               f"{jsd} nats")
+    verdict = Verdict(not failing, why, effect, context, {"word": worst.word, "js_divergence": divergence.value},
+                      trait=worst.word)
+    return verdict, shifts
