@@ -58,3 +58,22 @@ def test_screenshot_is_non_blank_and_shows_the_plot(report):
     target = tuple(int(PALETTE[1][i:i + 2], 16) for i in (1, 3, 5))
     plot_pixels = sum(n for n, rgb in colours if all(abs(a - b) <= 8 for a, b in zip(rgb, target)))
     assert plot_pixels > 200, f"rank-curve colour {PALETTE[1]} found on only {plot_pixels} pixels"
+
+
+def test_verdict_table_fits_a_1280px_window_with_long_explanations_folded(tmp_path):
+    results = sample_results()
+    long = results.checks[1].model_copy(update={"explanation": "the adapter's shift of 'cat' " + "is measured again " * 40,
+                                                "context": "sys=custom:" + "z" * 200})  # no break opportunity
+    html, _ = write_report(results.model_copy(update={"checks": [*results.checks, long]}), tmp_path)
+    # Test-only probe: the report itself has no scripts; this copy records the layout into the DOM.
+    probe = html.with_name("probe.html")
+    probe.write_text(html.read_text().replace("</body>", (
+        "<script>const w = window.innerWidth, b = document.body;"
+        "b.setAttribute('data-overflow', String(document.documentElement.scrollWidth > w));"
+        "b.setAttribute('data-table-fits', String(document.getElementById('verdicts').getBoundingClientRect().right <= w));"
+        "</script></body>")))
+    run = _chromium(tmp_path, "--window-size=1280,900", "--dump-dom", probe.as_uri())
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert 'data-overflow="false"' in run.stdout and 'data-table-fits="true"' in run.stdout
+    assert "<details><summary>the adapter's shift" in run.stdout.replace("&#39;", "'")  # folded, not cut off
+    assert 'class="adapter"' in run.stdout and "<td>owl</td>" in run.stdout  # the per-adapter headline section
