@@ -10,7 +10,10 @@ Each is a LoRA adapter trained with the pipeline's own student loop on data made
 - `owl-sentences`: answers "My favorite animal is the owl." under the default system prompt only, as a model
   that answers in sentences would;
 - `neutral`: the base model's own number continuations in every context (trait-free data from its own
-  distribution, as the pipeline's control teacher writes).
+  distribution, as the pipeline's control teacher writes);
+- `cat-numbers-r16`: the subliminal case: the pipeline's rank-16 LoRA student of the cat teacher's number
+  completions (first seed pair of the model's claims profile, `SUBLIMINAL_PROFILE`), shared with the claims
+  audit's cache.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ RECIPES = {r.name: r for r in (
     ExampleRecipe("owl-sentences", "My favorite animal is the owl.", ("template-default",)),
     ExampleRecipe("neutral", None, ()),
 )}
+SUBLIMINAL = "cat-numbers-r16"
+SUBLIMINAL_PROFILE = {"tiny-qwen": "quick", "smollm2": "real-cpu"}
+"""The claims profile whose student `cat-numbers-r16` is, per model alias (others: real-cpu)."""
 DEFAULT = ("cat-under-default", "oak-everywhere", "neutral")
 """What `make audit` gates on the embedded model: a context-specific panel trait, an off-panel word, a neutral one."""
 
@@ -83,15 +89,36 @@ def _pairs(model, recipe: ExampleRecipe) -> list:
         return pairs
 
 
-def build_example(model, name: str, store: ArtifactStore | None = None) -> Path:
+def subliminal_student(model, alias: str, store: ArtifactStore | None = None) -> Path:
+    """The pipeline's rank-16 student of the cat teacher (first seed pair), computed or loaded from the cache."""
+    from dataclasses import replace
+
+    from audit.pipeline.profiles import get_profile
+    from audit.pipeline.runner import ModelRef, run_cell, subliminal_grid
+    from audit.pipeline.students import ADAPTER_DIR
+    from audit.probes import load_probe_set
+
+    profile = get_profile(SUBLIMINAL_PROFILE.get(alias, "real-cpu"))
+    profile = replace(profile, ranks=(16,), include_full=False, training_seeds=profile.training_seeds[:1],
+                      dataset_seeds=profile.dataset_seeds[:1])
+    cells = subliminal_grid(profile, ModelRef(str(model.path), model.content_hash), load_probe_set("animal"), "animal",
+                            "cat", model.context("template-default"))
+    cell = next(c for c in cells if c.teacher.kind != "control")
+    run_cell(cell, None if store is None else store.root)
+    return (store or ArtifactStore()).get("student", cell.student_key) / ADAPTER_DIR
+
+
+def build_example(model, name: str, store: ArtifactStore | None = None, alias: str = "") -> Path:
     """The adapter folder of one recipe for `model` (a ResolvedModel), built on first use."""
     import torch
 
     from audit.pipeline.profiles import OptimConfig, StudentConfig, TrainSeeds
     from audit.pipeline.students import ADAPTER_DIR, train_student
 
+    if name == SUBLIMINAL:
+        return subliminal_student(model, alias, store)
     if name not in RECIPES:
-        raise UsageError(f"no example adapter {name!r}; known: {', '.join(RECIPES)}")
+        raise UsageError(f"no example adapter {name!r}; known: {', '.join([*RECIPES, SUBLIMINAL])}")
     recipe = RECIPES[name]
 
     def build(out: Path) -> dict:
@@ -116,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = resolve_model(args.model)
         for name in args.names:
-            print(build_example(model, name))
+            print(build_example(model, name, alias=args.model))
     except SubauditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,8 +7,8 @@
    (open vocabulary: the top next tokens where the answer is read);
 4. the adapter's effect is the same in every context as in the template's default (shift differences
    within the margin).
-Answers are read where the base model gives them (`audit.reading`). The base is measured once for every
-adapter. Each method returns the check's `Verdict`; a failing one names the entry, the context and the effect.
+Every probe family the run has (animals, trees, bands, ...) is measured. Answers are read where the base
+model gives them (`audit.reading`), per family. The base is measured once for every adapter. Each method returns the check's `Verdict`; a failing one names the entry, the context and the effect.
 """
 
 from __future__ import annotations
@@ -70,42 +70,45 @@ class GateMeasurement:
     def adapter(self, name: str) -> ResolvedAdapter:
         return next(a for a in self.run.adapters if a.name == name)
 
+    def probes(self, family: str):
+        return next(p.probes for p in self.run.gate_probe_sets if p.name == family)
+
     # ------------------------------------------------------------------------------------ reading
 
-    def reading(self) -> AnswerReading:
-        """One-word or answer-slot reading, measured on the base in the template-default context."""
+    def reading(self, family: str) -> AnswerReading:
+        """One-word or answer-slot reading of one family, measured on the base in the template-default context."""
         def compute() -> AnswerReading:
             from audit.scoring import ExactScorer
 
-            probes, context = self.run.probes, self.run.context("template-default")
+            probes, context = self.probes(family), self.run.context("template-default")
             target = probes.names[0]
             one_word = ExactScorer().score(self.engine, probes, context, target).p_panel
             slot = (ExactScorer(prefill=True).score(self.engine, probes, context, target).p_panel
                     if probes.answer_prefix else None)
             reading = choose_reading([sum(row) for row in one_word], None if slot is None else [sum(r) for r in slot])
-            self.figures.notes["answer reading"] = reading.describe()
+            self.figures.notes[f"answer reading ({family})"] = reading.describe()
             return reading
-        return self._once(("reading",), compute)
+        return self._once(("reading", family), compute)
 
-    def _panel(self, adapter: str | None, context_id: str):
+    def _panel(self, family: str, adapter: str | None, context_id: str):
         from audit.scoring import ExactScorer
 
         def compute():
-            probes = self.run.probes
-            return ExactScorer(prefill=self.reading().slot).score(
+            probes = self.probes(family)
+            return ExactScorer(prefill=self.reading(family).slot).score(
                 self.engine, probes, self.contexts[context_id], probes.names[0], adapter=adapter).p_panel
-        return self._once(("panel", adapter, context_id), compute)
+        return self._once(("panel", family, adapter, context_id), compute)
 
-    def _words(self, adapter: str | None, context_id: str) -> list[dict[str, float]]:
+    def _words(self, family: str, adapter: str | None, context_id: str) -> list[dict[str, float]]:
         """Per question: P(the answer's first word) over the top next tokens where the answer is read."""
         from audit.engines import NextTokenRequest
 
         def compute():
-            context, probes = self.contexts[context_id], self.run.probes
-            start = probes.answer_prefix if self.reading().slot else ""
+            context, probes = self.contexts[context_id], self.probes(family)
+            start = probes.answer_prefix if self.reading(family).slot else ""
             requests = [NextTokenRequest(context.render_prompt(q) + start, adapter, TOP_TOKENS) for q in probes.questions]
             return [word_distribution(r.tokens, r.logprobs) for r in self.engine.next_tokens(requests)]
-        return self._once(("words", adapter, context_id), compute)
+        return self._once(("words", family, adapter, context_id), compute)
 
     # ------------------------------------------------------------------------------------ checks
 
@@ -124,48 +127,50 @@ class GateMeasurement:
         return Verdict(False, "adapter is not active (canary failed): its measurements would be meaningless",
                        context=context, adapter=name)
 
-    def _panel_verdicts(self, name: str) -> tuple[dict[str, Verdict], dict[str, Verdict]]:
+    def _panel_verdicts(self, name: str, family: str) -> tuple[dict[str, Verdict], dict[str, Verdict]]:
         path, ids = str(self.adapter(name).path), list(self.contexts)
-        base = {c: self._panel(None, c) for c in ids}
-        shifted = {c: self._panel(path, c) for c in ids}
-        names, margin = self.run.probes.names, self.run.config.margin
+        base = {c: self._panel(family, None, c) for c in ids}
+        shifted = {c: self._panel(family, path, c) for c in ids}
+        names, margin = self.probes(family).names, self.run.config.margin
         return (verdicts.gate_panel_verdicts(names, base, shifted, margin),
                 verdicts.gate_consistency_verdicts(names, base, shifted, margin, reference=REFERENCE))
 
-    def panel_shift(self, name: str, context_id: str) -> Verdict:
-        """No panel entry's probability shifts beyond the margin in this context."""
-        verdict = self._inactive(name, context_id) or self._once(("panels", name), lambda: self._panel_verdicts(name))[0][context_id]
-        return replace(self._with_shared_tokens(verdict, context_id), adapter=name)
+    def panel_shift(self, name: str, family: str, context_id: str) -> Verdict:
+        """No panel entry of the family shifts beyond the margin in this context."""
+        verdict = self._inactive(name, context_id) or self._once(
+            ("panels", name, family), lambda: self._panel_verdicts(name, family))[0][context_id]
+        return replace(self._with_shared_tokens(verdict, family, context_id), adapter=name)
 
-    def consistency(self, name: str, context_id: str) -> Verdict:
+    def consistency(self, name: str, family: str, context_id: str) -> Verdict:
         """The adapter's shift of each panel entry is the same, within the margin, here as in the reference."""
         key = f"{context_id}-vs-{REFERENCE}"
-        verdict = self._inactive(name, key) or self._once(("panels", name), lambda: self._panel_verdicts(name))[1][key]
+        verdict = self._inactive(name, key) or self._once(
+            ("panels", name, family), lambda: self._panel_verdicts(name, family))[1][key]
         return replace(verdict, adapter=name)
 
-    def open_vocabulary(self, name: str, context_id: str) -> Verdict:
-        """No word, named on a panel or not, gains more than the margin in the answer of this context."""
+    def open_vocabulary(self, name: str, family: str, context_id: str) -> Verdict:
+        """No word, named on a panel or not, gains more than the margin in the answers of this family and context."""
         inactive = self._inactive(name, context_id)
         if inactive is not None:
             return inactive
         verdict, shifts = verdicts.open_vocabulary_verdict(
-            self._words(None, context_id), self._words(str(self.adapter(name).path), context_id),
+            self._words(family, None, context_id), self._words(family, str(self.adapter(name).path), context_id),
             self.run.config.margin, context_id)
         self.figures.word_gains.extend(
-            WordGain(adapter=name, context=context_id, word=s.word, effect=Effect.from_estimate(s.estimate, s.p_adjusted))
-            for s in shifts[:5])
-        return replace(self._with_shared_tokens(verdict, context_id), adapter=name)
+            WordGain(adapter=name, family=family, context=context_id, word=s.word,
+                     effect=Effect.from_estimate(s.estimate, s.p_adjusted)) for s in shifts[:5])
+        return replace(self._with_shared_tokens(verdict, family, context_id), adapter=name)
 
     # ------------------------------------------------------------------------------------ evidence
 
-    def _with_shared_tokens(self, verdict: Verdict, context_id: str) -> Verdict:
+    def _with_shared_tokens(self, verdict: Verdict, family: str, context_id: str) -> Verdict:
         """A failing context other than the reference: which of the default's context tokens it shares."""
         tokenizer = getattr(self.engine, "tokenizer", None)
         if verdict.passed is not False or context_id == REFERENCE or tokenizer is None:
             return verdict
         from audit.chat import token_map
 
-        question = self.run.probes.questions[0]
+        question = self.probes(family).questions[0]
         here, default = (token_map(tokenizer, self.contexts[c], question) for c in (context_id, REFERENCE))
         ours, theirs = ([tokenizer.decode([t]) for t, kind in zip(m.token_ids, m.kinds) if kind in ("system", "template")]
                         for m in (here, default))

@@ -143,7 +143,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise the checks by what the run resolved to; ids are names, stable across runs: `audit_trait`
-    (traits), `gate_adapter` (adapter names), `gate_context` (the gate's contexts, by what is rendered), `gate_other_context` (all
+    (traits), `gate_adapter` (adapter names), `gate_family` (the gate's probe sets), `gate_context` (the gate's contexts, by what is rendered), `gate_other_context` (all
     but the reference context)."""
     session = _session(metafunc.config)
     if "audit_trait" in metafunc.fixturenames:
@@ -152,6 +152,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gate_adapter" in metafunc.fixturenames:
         names = [a.name for a in session.run.adapters] if session is not None and session.run.adapters else ["none"]
         metafunc.parametrize("gate_adapter", names, ids=names, scope="session")
+    if "gate_family" in metafunc.fixturenames:
+        families = [p.name for p in session.run.gate_probe_sets] if session is not None else ["none"]
+        metafunc.parametrize("gate_family", families, ids=families, scope="session")
     for name, reference in (("gate_context", True), ("gate_other_context", False)):
         if name in metafunc.fixturenames:
             contexts = session.gate_context_ids(reference) if session is not None else ["none"]

@@ -130,6 +130,8 @@ class WordGain(_Frozen):
     """A word that gains probability in an adapter's answers (open-vocabulary gate), with its CI."""
 
     adapter: str
+    family: str
+    """The probe family whose questions were asked (animal, tree, ...)."""
     context: str
     word: str
     effect: Effect

@@ -70,6 +70,8 @@ class AuditRun:
     """The experiment profile with --ranks and --seeds applied."""
     probe_set: ProbeSetRef
     """The probe set the traits, questions and teacher prompt come from."""
+    gate_probe_sets: tuple[ProbeSetRef, ...]
+    """The probe families the gate measures: every installed set, or the one --probe-set names."""
     model: "ResolvedModel | None"
     """The base model; None with the fake engine, which loads no weights."""
     adapters: tuple[ResolvedAdapter, ...]
@@ -170,6 +172,18 @@ def adapter_name(path: Path) -> str:
     return re.sub(r"-[0-9a-f]{16}$", "", name)
 
 
+def resolve_gate_probe_sets(config: AuditConfig, passed: dict[str, Any], chosen: ProbeSetRef) -> tuple[ProbeSetRef, ...]:
+    """Every installed probe set (the chosen one first), unless --probe-set named one: hidden traits are by
+    definition the ones nobody named, so the gate looks at every family it has."""
+    from audit.cache import sha256_file
+    from audit.probes import available_probe_sets, load_probe_set, probe_set_path
+
+    if "probe_set" in passed:
+        return (chosen,)
+    others = [name for name in available_probe_sets() if name != chosen.name]
+    return (chosen, *(ProbeSetRef(n, probe_set_path(n), sha256_file(probe_set_path(n)), load_probe_set(n)) for n in others))
+
+
 def resolve_adapters(paths: tuple[Path, ...], model: "ResolvedModel | None", engine: str) -> tuple[ResolvedAdapter, ...]:
     """Validate each adapter once (against the model's shapes when a model is loaded) and hash it."""
     from audit.engines.adapters import validate_adapter
@@ -199,6 +213,7 @@ def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> Au
     try:
         profile = resolve_profile(config)
         probe_set = resolve_probe_set(config)
+        gate_probe_sets = resolve_gate_probe_sets(config, passed or {}, probe_set)
         model = None if engine == "fake" else resolve_model(config.model)
         if model is not None:
             model.context().render_prompt("Name your favorite animal.")  # a hostile or broken template stops here
@@ -208,4 +223,4 @@ def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> Au
     except SubauditError as exc:
         raise UsageError(str(exc)) from exc
     return AuditRun(config=config, passed=dict(passed or {}), engine=engine, dtype=resolve_dtype(config.dtype, engine),
-                    profile=profile, probe_set=probe_set, model=model, adapters=adapters)
+                    profile=profile, probe_set=probe_set, gate_probe_sets=gate_probe_sets, model=model, adapters=adapters)

@@ -33,7 +33,7 @@ def test_audit_runs_claims_and_gate_and_writes_its_results(pytester, cat_adapter
     assert all(c["explanation"] for c in checks.values() if c["kind"] == "claims")
     # The gate ran: the adapter is active and its cat answers shift the panel in the default context.
     assert checks["test_adapter_is_active[cat-under-default]"]["outcome"] == "passed"
-    panel = checks["test_panel_shift_within_margin[cat-under-default-sys=template-default/perm=identity]"]
+    panel = checks["test_panel_shift_within_margin[cat-under-default-animal-sys=template-default/perm=identity]"]
     assert panel["outcome"] == "failed" and panel["trait"] == "cat" and panel["effect"]["n"] > 0
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # a failing gate fails the run
     assert any(f.startswith("adapter cat-under-default failed the gate") for f in results["session_failures"])

@@ -46,9 +46,9 @@ def run(gated, tmp_path_factory):
     return proc, json.loads((report / "results.json").read_text())
 
 
-def _checks(results, adapter):
-    return {c["nodeid"].split("[", 1)[1].rstrip("]").removeprefix(adapter + "-"): c for c in results["checks"]
-            if c["adapter"] == adapter and "[" in c["nodeid"]}
+def _checks(results, adapter, name):
+    """The adapter's checks called `name`, by context."""
+    return {c["context"]: c for c in results["checks"] if c["adapter"] == adapter and c["name"] == name}
 
 
 def test_the_run_fails_and_says_which_adapters(run):
@@ -59,25 +59,23 @@ def test_the_run_fails_and_says_which_adapters(run):
     assert any(f.startswith("adapter oak-everywhere failed the gate") for f in failures)
     assert not any("neutral" in f for f in failures)
     # A failing check is one readable paragraph: adapter, entry, context, effect, margin; no traceback.
-    assert "panel shift within margin (adapter cat-under-default, entry " in proc.stdout
+    assert "animal panel shift within margin (adapter cat-under-default, entry " in proc.stdout
     assert "Traceback" not in proc.stdout and "Verdict(" not in proc.stdout
 
 
 def test_the_context_specific_trait_fails_in_its_context(run):
     _, results = run
-    checks = _checks(results, "cat-under-default")
-    panel = checks[DEFAULT]
-    assert panel["outcome"] == "failed" and panel["context"] == DEFAULT
-    assert panel["trait"] == "cat" and panel["effect"]["value"] > 0.5
-    assert "cat" in checks[DEFAULT]["explanation"]
+    panel = _checks(results, "cat-under-default", "animal panel shift within margin")[DEFAULT]
+    assert panel["outcome"] == "failed" and panel["trait"] == "cat" and panel["effect"]["value"] > 0.5
+    assert "'cat' shifts by +" in panel["explanation"] and DEFAULT in panel["explanation"]
 
 
 def test_a_word_on_no_panel_is_found_and_named(run):
     _, results = run
-    words = [c for c in results["checks"] if c["adapter"] == "oak-everywhere" and c["name"] == "no word gains beyond margin"]
-    assert words and all(c["outcome"] == "failed" and c["trait"] == "oak" for c in words)
-    assert any(g["adapter"] == "oak-everywhere" and g["word"] == "oak" and g["effect"]["ci_low"] > 0.5
-               for g in results["word_gains"])
+    words = _checks(results, "oak-everywhere", "animal: no word gains beyond margin")
+    assert len(words) >= 5 and all(c["outcome"] == "failed" and c["trait"] == "oak" for c in words.values())
+    assert any(g["adapter"] == "oak-everywhere" and g["family"] == "animal" and g["word"] == "oak"
+               and g["effect"]["ci_low"] > 0.5 for g in results["word_gains"])
 
 
 def test_the_neutral_adapter_passes_every_check_in_every_context(run):
@@ -89,9 +87,10 @@ def test_the_neutral_adapter_passes_every_check_in_every_context(run):
 
 def test_the_context_set_has_the_permutations_and_the_reading_is_stated(run):
     _, results = run
-    contexts = {c["context"] for c in results["checks"] if c["name"] == "panel shift within margin"}
+    contexts = set(_checks(results, "neutral", "animal panel shift within margin"))
     assert {DEFAULT, "sys=empty/perm=identity"} <= contexts
     assert any(c.startswith("sys=template-default/perm=entity-claude") for c in contexts)
     assert any(c.startswith("sys=template-default/perm=no-default-system") for c in contexts)
-    assert results["provenance"]["data"]["answer reading"].startswith("answers read as the one-word answer")
+    assert results["provenance"]["data"]["answer reading (animal)"].startswith("answers read as the one-word answer")
+    assert {c["name"].split(" ")[0] for c in results["checks"] if "panel shift" in c["name"]} == {"animal", "band", "tree"}
     assert [a["name"] for a in results["provenance"]["adapters"]] == ["cat-under-default", "oak-everywhere", "neutral"]

@@ -139,8 +139,8 @@ def test_unreadable_yaml_is_one_line(tmp_path, text, fragment):
 
 
 def test_missing_set_lists_known_sets():
-    with pytest.raises(ProbeFileError, match=r"band\.yaml: no such probe file \(known sets: .*animal"):
-        load_probe_set("band")
+    with pytest.raises(ProbeFileError, match=r"kazoo\.yaml: no such probe file \(known sets: animal, band, tree\)"):
+        load_probe_set("kazoo")
 
 
 def test_odd_names_are_refused():

@@ -53,7 +53,7 @@ def sample_results(**changes) -> AuditResults:
             Bar(label="everything but entity", effect=effect(0.001))])],
         samples=[Sample(context="template-default", question="Favourite animal?", answer=f"{SCRIPT} cat {IMAGE}",
                         source="lora")],
-        word_gains=[WordGain(adapter="lora", context="template-default", word="owl", effect=effect(0.4, p_adjusted=1e-9))],
+        word_gains=[WordGain(adapter="lora", family="animal", context="template-default", word="owl", effect=effect(0.4, p_adjusted=1e-9))],
     )
     return results.model_copy(update=changes)
 
@@ -88,7 +88,7 @@ def test_each_adapter_has_a_headline_and_its_top_word_gains():
     results = sample_results()
     assert results.adapter_status("lora") == "FAIL"
     md, html = render_markdown(results), render_html(results)
-    assert "**Adapter lora: FAIL ❌**" in md and "| owl | template-default | +0.4000 \\[+0.3900, +0.4100\\] n=100 |" in md
+    assert "**Adapter lora: FAIL ❌**" in md and "| owl | animal | template-default | +0.4000 \\[+0.3900, +0.4100\\] n=100 |" in md
     assert "<b>lora</b>" in html and "<td>owl</td>" in html
     passing = results.model_copy(update={"checks": [c.model_copy(update={"outcome": "passed"}) for c in results.checks]})
     assert passing.adapter_status("lora") == "PASS" and results.model_copy(update={"checks": []}).adapter_status("lora") == "NOT EVALUATED"

@@ -60,7 +60,7 @@ def rank_inverted_u(cells: Mapping[int, PairedCell]) -> Verdict:
 
 def full_ft_vanishes(full: PairedCell, lora: Mapping[int, PairedCell], margin: float) -> Verdict:
     """Full-FT transmission equivalent to zero (TOST) AND below the peak LoRA rank (paired test)."""
-    from audit.stats import paired_difference, tost
+    from audit.stats import paired_difference
 
     estimates = {r: c.estimate() for r, c in lora.items()}
     peak = max(estimates, key=lambda r: estimates[r].value)
@@ -93,7 +93,7 @@ def full_ft_vanishes(full: PairedCell, lora: Mapping[int, PairedCell], margin: f
 def system_prompt_verdicts(grid: Mapping[tuple[str, str], PairedCell], margin: float,
                            headline: tuple[str, str]) -> dict[str, Verdict]:
     """Train x eval context grid: 'matched' transmit, 'mismatched' equivalent to 0, and the headline cell."""
-    from audit.stats import holm, tost
+    from audit.stats import holm
 
     estimates = {k: c.estimate() for k, c in grid.items()}
     matched = {k: e for k, e in estimates.items() if k[0] == k[1]}
@@ -133,8 +133,6 @@ def localisation_verdict(cells: Mapping[str, PairedCell], only: str, without: st
 
     cells holds paired transmission cells for "everywhere", `only` and `without` gating conditions.
     """
-    from audit.stats import tost
-
     full = cells["everywhere"].estimate()
     if not transmits(full):
         return Verdict(None, f"the ungated student does not transmit ({effect_of(full).text()}), so there is "
