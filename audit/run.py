@@ -98,7 +98,7 @@ class AuditRun:
             lr={s.label: s.lr for s in columns}, objective=p.objective, scorer=p.scorer,
             samples_per_question=p.samples_per_question if p.scorer == "sampled" else None, statistic=p.statistic,
             prefill=p.prefill, answer_prefix=self.probes.answer_prefix if p.prefill else "",
-            probe_set=self.probe_set.name, probe_set_path=str(self.probe_set.path),
+            probe_set=self.probe_set.name, probe_set_path=_shown_path(self.probe_set.path),
             probe_set_sha256=self.probe_set.sha256, questions=len(self.probes.questions))
 
     def context(self, system: str = "template-default", permutation: str = "identity") -> "ChatContext":
@@ -108,6 +108,16 @@ class AuditRun:
 
             return qwen_context(system, permutation)
         return self.model.context(system, permutation)
+
+
+def _shown_path(path: Path) -> str:
+    """A shipped file relative to the repository (reports travel between machines), any other one as given."""
+    from audit.probes import PROBES_DIR
+
+    try:
+        return str(path.resolve().relative_to(PROBES_DIR.parent))
+    except ValueError:
+        return str(path)
 
 
 def resolve_engine_kind(kind: str) -> str:
