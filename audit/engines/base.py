@@ -115,7 +115,7 @@ class ScoreRequest:
     word_end: bool = False
     """Also score that each continuation ends a word: the log-probability that the next token starts with a
     non-word character or ends the turn is added to its total, so " cat" excludes " cats" and " caterpillar"
-    (HF and fake engines; vLLM returns no full next-token distribution)."""
+    (all three engines)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "continuations", tuple(self.continuations))
