@@ -19,3 +19,15 @@ class UsageError(SubauditError):
 
 class ModelNotFound(UsageError):
     """No model matched `--model`; the message says what was looked for and how to get it."""
+
+
+def exit_code(action) -> int:
+    """Run a command-line action: 0, or its SubauditError as one line on stderr and 2 (a usage exit)."""
+    import sys
+
+    try:
+        action()
+    except SubauditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from audit.cache import ArtifactStore, content_key
-from audit.errors import SubauditError, UsageError
+from audit.errors import UsageError, exit_code
 
 KIND = "example-adapter"
 OTHER_SYSTEMS = ("empty", "custom:chatgpt")
@@ -140,14 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from audit.models import resolve_model
 
-    try:
+    def build_all() -> None:
         model = resolve_model(args.model)
         for name in args.names:
             print(build_example(model, name, alias=args.model))
-    except SubauditError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(build_all)
 
 
 if __name__ == "__main__":

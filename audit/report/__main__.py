@@ -65,14 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("options", nargs=argparse.REMAINDER, help="the run's pytest options, e.g. --model smollm2 "
                      "--profile real-cpu")
     args = parser.parse_args(argv)
-    from audit.errors import SubauditError
+    from audit.errors import exit_code
 
-    try:
-        print(refresh(args.folder, [o for o in args.options if o != "--"]))
-    except SubauditError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: print(refresh(args.folder, [o for o in args.options if o != "--"])))
 
 
 if __name__ == "__main__":
