@@ -75,7 +75,7 @@ def validate_adapter(
 
     if isinstance(base, ResolvedModel) and declared and not _same_base(declared, base):
         raise AdapterError(
-            f"adapter {path.name} was trained on base '{declared}' but the loaded base is "
+            f"adapter {path} was trained on base '{declared}' but the loaded base is "
             f"'{base.name}'; "
             f"run it with --model {declared}"
         )
@@ -83,14 +83,14 @@ def validate_adapter(
     rank = max([int(config.get("r", 8)), *map(int, (config.get("rank_pattern") or {}).values())])
     if max_rank is not None and rank > max_rank:
         raise AdapterError(
-            f"adapter {path.name} has rank {rank} but the engine serves at most rank {max_rank}; "
+            f"adapter {path} has rank {rank} but the engine serves at most rank {max_rank}; "
             f"use --engine hf, which has no rank limit"
         )
 
     targets = config.get("target_modules") or ()
     targets = (targets,) if isinstance(targets, str) else tuple(targets)
     if not targets:
-        raise AdapterError(f"adapter {path.name} declares no target_modules in adapter_config.json; re-save it with peft")
+        raise AdapterError(f"adapter {path} declares no target_modules in adapter_config.json; re-save it with peft")
     keys = _weight_shapes(path) if weights_file == SAFETENSORS_NAME else {}
     if model is not None or base is not None:
         linear_shapes = _linear_shapes(model if model is not None else _meta_model(Path(getattr(base, "path", base))))
@@ -106,11 +106,11 @@ def _weights_file(path: Path, allow_pickle: bool) -> str:
     if (path / PICKLE_NAME).is_file():
         if not allow_pickle:
             raise AdapterError(
-                f"adapter {path.name} has pickled weights ({PICKLE_NAME}), which can run code when loaded; "
+                f"adapter {path} has pickled weights ({PICKLE_NAME}), which can run code when loaded; "
                 f"re-save it as safetensors or pass allow_pickle=True"
             )
         return PICKLE_NAME
-    raise AdapterError(f"adapter {path.name} has no {SAFETENSORS_NAME}; re-save it with peft's save_pretrained")
+    raise AdapterError(f"adapter {path} has no {SAFETENSORS_NAME}; re-save it with peft's save_pretrained")
 
 
 def _same_base(declared: str, base) -> bool:
