@@ -168,10 +168,13 @@ class GateMeasurement:
         tokenizer = getattr(self.engine, "tokenizer", None)
         if verdict.passed is not False or context_id == REFERENCE or tokenizer is None:
             return verdict
-        from audit.chat import token_map
+        from audit.chat import TokenMapError, token_map
 
         question = self.probes(family).questions[0]
-        here, default = (token_map(tokenizer, self.contexts[c], question) for c in (context_id, REFERENCE))
+        try:
+            here, default = (token_map(tokenizer, self.contexts[c], question) for c in (context_id, REFERENCE))
+        except TokenMapError:  # e.g. a slow tokenizer has no offsets: the verdict stands without the note
+            return verdict
         ours, theirs = ([tokenizer.decode([t]) for t, kind in zip(m.token_ids, m.kinds) if kind in ("system", "template")]
                         for m in (here, default))
         shared = [t for t in dict.fromkeys(ours) if t in theirs and t.strip()]
