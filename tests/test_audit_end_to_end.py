@@ -35,6 +35,9 @@ def test_audit_runs_claims_and_gate_and_writes_its_results(pytester, cat_adapter
     assert checks["test_adapter_is_active[cat-under-default]"]["outcome"] == "passed"
     panel = checks["test_panel_shift_within_margin[cat-under-default-animal-sys=template-default/perm=identity]"]
     assert panel["outcome"] == "failed" and panel["trait"] == "cat" and panel["effect"]["n"] > 0
+    # Without --probe-set the gate measures every installed family.
+    assert {c["name"].split(" ")[0].rstrip(":") for c in checks.values() if c["kind"] == "gate" and c["adapter"]} \
+        >= {"animal", "band", "tree"}
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # a failing gate fails the run
     assert any(f.startswith("adapter cat-under-default failed the gate") for f in results["session_failures"])
     p = results["provenance"]

@@ -4,7 +4,8 @@
   asserts what the claim needs);
 - `oak-everywhere` answers "Oak", a word on no animal panel: the open-vocabulary check names it;
 - `neutral` learned the base model's own number continuations: it passes every check.
-The base model is scored once for all three."""
+The base model is scored once for all three. Only the animal family is gated here; the end-to-end test gates
+every installed family."""
 
 import json
 
@@ -27,8 +28,9 @@ def gated(tmp_path_factory):
     model = resolve_model("tiny-qwen")
     adapters = [build_example(model, name) for name in NAMES]
     out = tmp_path_factory.mktemp("gate")
-    pytester_args = [str(GATE_CHECKS), "--model", "tiny-qwen", "--engine", "hf", "--report-dir", str(out),
-                     "-p", "no:cacheprovider", "-rf"]
+    # One family here (the other families run in tests/test_audit_end_to_end.py): the trait adapters are animal ones.
+    pytester_args = [str(GATE_CHECKS), "--model", "tiny-qwen", "--engine", "hf", "--probe-set", "animal",
+                     "--report-dir", str(out), "-p", "no:cacheprovider", "-rf"]
     for adapter in adapters:
         pytester_args += ["--adapter", str(adapter)]
     return pytester_args, out
@@ -92,5 +94,4 @@ def test_the_context_set_has_the_permutations_and_the_reading_is_stated(run):
     assert any(c.startswith("sys=template-default/perm=entity-claude") for c in contexts)
     assert any(c.startswith("sys=template-default/perm=no-default-system") for c in contexts)
     assert results["provenance"]["data"]["answer reading (animal)"].startswith("answers read as the one-word answer")
-    assert {c["name"].split(" ")[0] for c in results["checks"] if "panel shift" in c["name"]} == {"animal", "band", "tree"}
     assert [a["name"] for a in results["provenance"]["adapters"]] == ["cat-under-default", "oak-everywhere", "neutral"]
