@@ -6,8 +6,8 @@ import pytest
 
 from audit.engines import GenerateRequest, LoraGate, ScoreRequest, adapter_is_active
 from audit.engines.tokens import encode
-from engine_support import (SYSTEM, chat_prompt, engine_model, lora_b_is_zero_adapter, make_adapter,
-                            score_separately)
+from tests.engine_support import (SYSTEM, chat_prompt, engine_model, lora_b_is_zero_adapter, make_adapter,
+                                  score_separately)
 
 torch = pytest.importorskip("torch")
 
@@ -150,6 +150,10 @@ def test_gate_all_off_equals_base(setup):
     gate = LoraGate(frozenset(), generated="off")
     assert _same_to_float_precision(_score(engine, adapter, gate), _score(engine))
     assert _same_to_float_precision(_score(engine, adapter, LoraGate(frozenset(), invert=True, generated="on")), _score(engine, adapter))
+    base, gated = engine.generate([GenerateRequest(PROMPT, adapter=a, temperature=0, max_tokens=8, logprobs=True,
+                                                   gate=g) for a, g in ((None, None), (adapter, gate))])
+    assert gated.completions[0].token_ids == base.completions[0].token_ids
+    assert gated.completions[0].logprobs == pytest.approx(base.completions[0].logprobs, abs=1e-5)
 
 
 def test_system_prompt_gate_gives_a_third_result(setup):
@@ -198,12 +202,65 @@ def test_system_gate_equals_chunked_prefill_reference(setup):
     assert gated.token_logprobs[0] == pytest.approx(want, abs=1e-5)
 
 
-def test_gated_generation_differs_from_plain(setup):
+def _greedy_chunked_reference(engine, adapter, n_on, generated, max_tokens):
+    """Greedy decoding of PROMPT by hand: the KV of the first `n_on` prompt tokens built with the adapter, the
+    rest of the prompt without it, then every generated token with the adapter iff `generated` == "on"."""
+    from transformers import DynamicCache
+
+    model = engine.model
+    model.set_adapter(engine.load_adapter(adapter))
+    prompt = encode(engine.tokenizer, PROMPT)
+    tokens, logprobs = [], []
+    with torch.no_grad():
+        cache = DynamicCache()
+        model(torch.tensor([prompt[:n_on]]), past_key_values=cache, use_cache=True)
+        with model.disable_adapter():
+            logits = model(torch.tensor([prompt[n_on:]]), past_key_values=cache, use_cache=True,
+                           position_ids=torch.arange(n_on, len(prompt))[None]).logits[0, -1].float()
+        for step in range(max_tokens):
+            step_logprobs = torch.log_softmax(logits, -1)
+            token = int(step_logprobs.argmax())
+            tokens.append(token)
+            logprobs.append(step_logprobs[token].item())
+            if token in engine.stop_ids or step == max_tokens - 1:
+                break
+            position = torch.tensor([[len(prompt) + step]])
+            if generated == "on":
+                logits = model(torch.tensor([[token]]), past_key_values=cache, use_cache=True,
+                               position_ids=position).logits[0, -1].float()
+            else:
+                with model.disable_adapter():
+                    logits = model(torch.tensor([[token]]), past_key_values=cache, use_cache=True,
+                                   position_ids=position).logits[0, -1].float()
+    return tuple(tokens), logprobs
+
+
+@pytest.mark.parametrize("generated", ["off", "on"])
+def test_system_gated_generation_equals_chunked_prefill_reference(setup, generated):
+    """DWG generation by hand: greedy tokens and logprobs of a system-gated request equal decoding with the
+    adapter on the system chunk only (then on generated tokens per `generated`), also when the request is
+    left-padded in a batch with a longer ungated prompt; and the gate changes the output."""
     engine, adapter, _, _ = setup
-    (gated,) = engine.generate([GenerateRequest(PROMPT, adapter=adapter, temperature=0, max_tokens=8, logprobs=True,
-                                                gate=LoraGate(_system_positions(engine)))])
-    (plain,) = engine.generate([GenerateRequest(PROMPT, adapter=adapter, temperature=0, max_tokens=8, logprobs=True)])
-    assert gated.completions[0].logprobs != plain.completions[0].logprobs
+    system = _system_positions(engine)
+    gate = LoraGate(system, generated=generated)
+    want_tokens, want_logprobs = _greedy_chunked_reference(engine, adapter, len(system), generated, max_tokens=8)
+    longer = GenerateRequest(chat_prompt("Name one animal you like best, in one word."), adapter=adapter,
+                             temperature=0, max_tokens=8, logprobs=True)
+    assert len(encode(engine.tokenizer, longer.prompt)) > _n_prompt(engine)  # the gated row gets left padding
+    (gated_alone,) = engine.generate([GenerateRequest(PROMPT, adapter=adapter, temperature=0, max_tokens=8,
+                                                      logprobs=True, gate=gate)])
+    gated_padded, longer_in_batch = engine.generate([gated_alone.request, longer])
+    for got in (gated_alone.completions[0], gated_padded.completions[0]):
+        assert got.token_ids == want_tokens
+        assert got.logprobs == pytest.approx(want_logprobs, abs=1e-4)
+    (longer_alone,) = engine.generate([longer])  # the ungated row of a gated batch keeps the adapter everywhere
+    assert longer_in_batch.completions[0].token_ids == longer_alone.completions[0].token_ids
+    assert longer_in_batch.completions[0].logprobs == pytest.approx(longer_alone.completions[0].logprobs, abs=1e-4)
+    # the reference is neither the plain adapter nor the base model (else this would not test the gate)
+    plain, base = engine.generate([GenerateRequest(PROMPT, adapter=a, temperature=0, max_tokens=8, logprobs=True)
+                                   for a in (adapter, None)])
+    for other in (plain, base):
+        assert max(abs(x - y) for x, y in zip(want_logprobs, other.completions[0].logprobs)) > 1e-3
 
 
 # ---- canary -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ both in its t interval) of the mean paired difference exact - sampled against +-
 covers 0 is not agreement: the noisier the sampled side, the wider its CI and the easier it covers 0. Under
 TOST noise widens the 90% interval until it no longer fits inside the margin, so noisy data fails.
 
-- MARGIN = 0.02 in probability, declared before the data: the audit's own default equivalence margin
+- MARGIN = 0.02 in probability, taken from the audit, not fitted to these data: its own default equivalence margin
   (`--margin 0.02`, README), the largest shift of P(trait) it calls "no effect". Scorers that the audit
   treats as interchangeable must disagree by less than that, or a "no effect" verdict could depend on which
   scorer was used. Each check is a level-0.05 TOST (90% interval inside the margin) with no multiplicity
@@ -37,15 +37,31 @@ SMOLLM2_DISAGREES = (
     "measured disagreement by construction: SmolLM2 rarely answers with a lone word, so exact P(whole answer is "
     "'Cat'+end of turn) << sampled P(sample mentions cat); see benchmarks/scoring_agreement.py"
 )
+SMOLLM2_PROBABILITY_DISAGREES = {
+    "base": f"{SMOLLM2_DISAGREES}; measured (n=30/question, 50 questions): exact 0.0007 vs sampled 0.0233, exact - "
+            "sampled -0.023, 90% CI [-0.030, -0.015], not inside +-0.02 (a 30x ratio, small only because P is)",
+    "teacher": f"{SMOLLM2_DISAGREES}; measured (n=10/question, 50 questions): exact 0.0074 vs sampled 0.114, exact - "
+               "sampled -0.107, 90% CI [-0.129, -0.084], not inside +-0.02",
+}
 SMOLLM2_SHARE_DISAGREES = {
     "base": "measured (n=30/question, 36 questions with a panel mention): exact share 0.23 [0.18, 0.28] (one-word "
-            "answers) vs sampled 0.46 [0.32, 0.60] (panel mentions, mostly sentences); paired CI [-0.38, -0.08]",
+            "answers) vs sampled 0.46 [0.32, 0.60] (panel mentions, mostly sentences); exact - sampled -0.23, "
+            "90% CI [-0.35, -0.11], not inside +-0.02",
     "teacher": "measured (n=10/question, 42 questions with a panel mention): exact share 0.51 [0.46, 0.55] (one-word "
-               "answers) vs sampled 0.76 [0.64, 0.87] (panel mentions, mostly sentences); paired CI [-0.36, -0.13]",
+               "answers) vs sampled 0.76 [0.64, 0.87] (panel mentions, mostly sentences); exact - sampled -0.25, "
+               "90% CI [-0.35, -0.15], not inside +-0.02",
 }
 SMOLLM2_PREFILLED_SHARE = {
-    "base": "PLACEHOLDER",
-    "teacher": "PLACEHOLDER",
+    "base": "cannot reach equivalence at n=100/question: the share is P(cat | the slot names a panel entry) over ~8.3 "
+            "slot hits per question, so the 90% interval's half-width alone is 0.046, wider than the 0.02 margin "
+            "whatever the difference. Measured: exact 0.338 vs sampled 0.268, exact - sampled +0.070, 90% CI "
+            "[+0.024, +0.116] (sampling seed 0); seed 1: 0.336 vs 0.358, -0.022 [-0.068, +0.025]. The probability "
+            "is equivalent at this n",
+    "teacher": "cannot reach equivalence at n=100/question: ~37 slot hits per question give the share a 90% "
+               "half-width of 0.018, leaving 0.002 of the 0.02 margin for the difference. Measured: exact 0.756 vs "
+               "sampled 0.741, exact - sampled +0.014, 90% CI [-0.004, +0.032] (sampling seed 0); seed 1: 0.756 vs "
+               "0.765, -0.009 [-0.028, +0.010]. Reaching the margin needs ~4x the samples; the probability is "
+               "equivalent at this n",
 }
 SMOLLM2_PREFILLED_SAMPLES = 100
 """The reference's N: at 30 per question only ~2.5 samples per question fill the slot with a panel entry (base),
@@ -64,13 +80,15 @@ TINY = [pytest.mark.tiny_model, pytest.mark.slow]
 SMOLLM2 = [pytest.mark.packaged_model, pytest.mark.slow]
 
 CASES = [
-    pytest.param("tiny-qwen", TINY_SAMPLES, False, teacher, statistic, marks=TINY, id=f"tiny-qwen-{teacher}-{statistic}")
+    pytest.param("tiny-qwen", TINY_SAMPLES, False, teacher, statistic, marks=TINY,
+                 id=f"tiny-qwen-{teacher}-{statistic}")
     for teacher in ("base", "teacher") for statistic in ("probability", "share")
 ] + [
     pytest.param("smollm2", SMOLLM2_SAMPLES[teacher], False, teacher, statistic, id=f"smollm2-{teacher}-{statistic}",
                  marks=[*SMOLLM2, pytest.mark.xfail(strict=True, reason=reason)])
     for teacher in ("base", "teacher")
-    for statistic, reason in (("probability", SMOLLM2_DISAGREES), ("share", SMOLLM2_SHARE_DISAGREES[teacher]))
+    for statistic, reason in (("probability", SMOLLM2_PROBABILITY_DISAGREES[teacher]),
+                              ("share", SMOLLM2_SHARE_DISAGREES[teacher]))
 ] + [
     pytest.param("smollm2", SMOLLM2_PREFILLED_SAMPLES, True, teacher, "probability", marks=SMOLLM2,
                  id=f"smollm2-prefilled-{teacher}-probability")
@@ -88,7 +106,6 @@ def scored():
     import torch
 
     from audit.engines import open_engine
-    from audit.experiments import model_context
     from audit.models import resolve_model
     from audit.pipeline.teachers import control_teacher, system_prompt_teacher
     from audit.probes import load_probe_set
@@ -112,7 +129,7 @@ def scored():
         if key not in scores:
             model, engine = engines[alias]
             who = system_prompt_teacher(TARGET) if teacher == "teacher" else control_teacher()
-            context = who.context(model_context(model, "template-default"), probes)
+            context = who.context(model.context("template-default"), probes)
             scores[key] = (ExactScorer(prefill=prefill).score(engine, probes, context, TARGET),
                            SampledScorer(n=n_samples, prefill=prefill).score(engine, probes, context, TARGET))
         return scores[key]
