@@ -149,6 +149,15 @@ class HfEngine(EngineBase):
             self._gate_mask = None
         return out.logits.float(), out.past_key_values
 
+    def _left_padded(self, sequences: list[list[int]]):
+        """(ids, attention mask, positions, pad counts) of token sequences left-padded to one width."""
+        torch = self._torch
+        width = max(len(seq) for seq in sequences)
+        pads = [width - len(seq) for seq in sequences]
+        ids = torch.tensor([[self.pad_id] * pad + seq for pad, seq in zip(pads, sequences)])
+        attn = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
+        return ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), pads
+
     def _mask(self, values: list[list[float]]):
         return self._torch.tensor(values, dtype=self.dtype).unsqueeze(-1)
 
@@ -196,11 +205,7 @@ class HfEngine(EngineBase):
             shared = min(starts)
             prefixes.append(fulls[0][:shared])
             rows += [(ri, f[shared:], start - shared) for f, start in zip(fulls, starts)]
-        width = max(len(p) for p in prefixes)
-        pads = [width - len(p) for p in prefixes]
-        ids = torch.tensor([[self.pad_id] * pad + p for pad, p in zip(pads, prefixes)])
-        prefix_attn = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
-        positions = (prefix_attn.cumsum(-1) - 1).clamp(min=0)
+        ids, prefix_attn, positions, _ = self._left_padded(prefixes)
         logits, prefix_cache = self._forward(ids, prefix_attn, positions, DynamicCache(), logits_to_keep=1)
         first_logprobs = torch.log_softmax(logits[:, -1], -1)
         lengths = prefix_attn.sum(-1)
@@ -286,12 +291,8 @@ class HfEngine(EngineBase):
                 with self._adapter(adapter):
                     for lo in range(0, len(indices), self.batch_size):
                         chunk = indices[lo : lo + self.batch_size]
-                        prompts = [encode(self.tokenizer, requests[i].prompt) for i in chunk]
-                        width = max(len(p) for p in prompts)
-                        pads = [width - len(p) for p in prompts]
-                        ids = torch.tensor([[self.pad_id] * pad + p for pad, p in zip(pads, prompts)])
-                        attn = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
-                        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+                        ids, attn, positions, _ = self._left_padded(
+                            [encode(self.tokenizer, requests[i].prompt) for i in chunk])
                         logits, _ = self._forward(ids, attn, positions, DynamicCache(), logits_to_keep=1)
                         logprobs = torch.log_softmax(logits[:, -1], -1)
                         for row, i in enumerate(chunk):
@@ -324,12 +325,8 @@ class HfEngine(EngineBase):
 
         torch = self._torch
         rows = [(ri, r) for ri, r in enumerate(requests) for _ in range(r.n)]
-        prompts = [encode(self.tokenizer, r.prompt) for r in requests]
-        width = max(len(p) for p in prompts)
-        pads = [width - len(p) for p in prompts]
-        ids = torch.tensor([[self.pad_id] * pad + p for pad, p in zip(pads, prompts)])
-        attn = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        ids, attn, positions, pads = self._left_padded([encode(self.tokenizer, r.prompt) for r in requests])
+        width = ids.shape[1]
         gated = any(r.gate is not None for r in requests)
         mask = None
         if gated:
