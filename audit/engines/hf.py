@@ -10,7 +10,7 @@ prefill with the adapter toggled per chunk (DWG, anchors-science §B.6).
 from __future__ import annotations
 
 import contextlib
-import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -142,7 +142,7 @@ class HfEngine(EngineBase):
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 past_key_values=cache,
-                use_cache=True,
+                use_cache=cache is not None,
                 logits_to_keep=logits_to_keep,
             )
         finally:
@@ -165,118 +165,67 @@ class HfEngine(EngineBase):
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         results: list[ScoreResult | None] = [None] * len(requests)
         self._load_adapters(requests)
+        layouts = [_PackedLayout.of(self.tokenizer, r) for r in requests]
         with self._torch.inference_mode():
             for adapter, indices in _group_by_adapter(requests).items():
                 with self._adapter(adapter):
-                    gated = [i for i in indices if requests[i].gate is not None]
-                    for i in gated:  # gates differ per prompt: one prefix pass each
-                        results[i] = self._score_one(requests[i])
-                    for group in self._score_groups([i for i in indices if requests[i].gate is None], requests):
-                        for i, result in zip(group, self._score_many([requests[i] for i in group])):
+                    for batch in self._packed_batches(indices, layouts):
+                        scored = self._score_packed([requests[i] for i in batch], [layouts[i] for i in batch])
+                        for i, result in zip(batch, scored):
                             results[i] = result
         return results  # type: ignore[return-value]
 
-    def _score_groups(self, indices: list[int], requests: Sequence[ScoreRequest]) -> list[list[int]]:
-        """Consecutive requests whose continuation rows fit one scoring pass (at least one request each)."""
-        vocab = len(self.tokenizer)
-        max_rows = max(self.batch_size, self.score_logits_budget // (8 * vocab))  # ~8 tokens per continuation
-        groups: list[list[int]] = []
-        rows = 0
+    def _packed_batches(self, indices: list[int], layouts: list["_PackedLayout"]) -> list[list[int]]:
+        """Consecutive requests whose kept logits (rows x kept positions x vocab) fit the budget (at least one each)."""
+        most = max(1, self.score_logits_budget // len(self.tokenizer))
+        batches: list[list[int]] = []
+        widest = 0
         for i in indices:
-            n = len(requests[i].continuations)
-            if not groups or rows + n > max_rows:
-                groups.append([])
-                rows = 0
-            groups[-1].append(i)
-            rows += n
-        return groups
+            width = max(widest, len(layouts[i].ids))
+            if not batches or (len(batches[-1]) + 1) * width > most:
+                batches.append([])
+                width = len(layouts[i].ids)
+            batches[-1].append(i)
+            widest = width
+        return batches
 
-    def _score_many(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        """Ungated teacher-forced scoring of several prompts: one left-padded pass over their shared
-        prefixes, then their continuations in row chunks on copies of that KV cache."""
-        from transformers import DynamicCache
-
+    def _score_packed(self, requests: list[ScoreRequest], layouts: list["_PackedLayout"]) -> list[ScoreResult]:
+        """Teacher-forced scoring with each prompt and all its continuations packed into one row: a continuation
+        attends to the prompt and to itself, at the positions it would have alone, so one pass scores every
+        continuation without a copy of the prompt's KV cache per continuation."""
         torch = self._torch
-        prefixes, rows = [], []  # rows: (request index, continuation ids after its prefix, scored offset)
-        for ri, request in enumerate(requests):
-            prompt_ids = encode(self.tokenizer, request.prompt)
-            fulls = [encode(self.tokenizer, request.prompt + c) for c in request.continuations]
-            starts = [continuation_start(prompt_ids, f) for f in fulls]
-            shared = min(starts)
-            prefixes.append(fulls[0][:shared])
-            rows += [(ri, f[shared:], start - shared) for f, start in zip(fulls, starts)]
-        ids, prefix_attn, positions, _ = self._left_padded(prefixes)
-        logits, prefix_cache = self._forward(ids, prefix_attn, positions, DynamicCache(), logits_to_keep=1)
-        first_logprobs = torch.log_softmax(logits[:, -1], -1)
-        lengths = prefix_attn.sum(-1)
-
-        per_token: list[list[tuple[float, ...]]] = [[] for _ in requests]
-        word_ends: list[list[float]] = [[] for _ in requests]
-        # A continuation's last token is fed only when its word end is scored; otherwise its logits would
-        # predict nothing we need.
-        fed = [rest if requests[ri].word_end else rest[:-1] for ri, rest, _ in rows]
-        fed_width = max(1, max(len(f) for f in fed))
-        chunk_rows = max(1, self.score_logits_budget // (fed_width * len(self.tokenizer)))
-        for lo in range(0, len(rows), chunk_rows):
-            chunk = rows[lo : lo + chunk_rows]
-            chunk_fed = fed[lo : lo + chunk_rows]
-            w = max(len(f) for f in chunk_fed)
-            if w:  # else every continuation is one token, scored from the prefix pass alone
-                owner = torch.tensor([ri for ri, _, _ in chunk])
-                cont_ids = torch.tensor([f + [self.pad_id] * (w - len(f)) for f in chunk_fed])
-                cont_attn = torch.tensor([[1] * len(f) + [0] * (w - len(f)) for f in chunk_fed])
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_select_indices(owner)
-                attn = torch.cat([prefix_attn[owner], cont_attn], -1)
-                cont_positions = lengths[owner][:, None] + torch.arange(w)[None]
-                logits, _ = self._forward(cont_ids, attn, cont_positions, cache)
-                logprobs = torch.log_softmax(logits, -1)
-            for row, (ri, rest, offset) in enumerate(chunk):
-                values = [first_logprobs[ri, rest[0]].item()]
-                values += [logprobs[row, j - 1, rest[j]].item() for j in range(1, len(rest))]
-                per_token[ri].append(tuple(values[offset:]))
-                if requests[ri].word_end:
-                    word_ends[ri].append(self._word_end_logprob(logprobs[row, len(rest) - 1]))
-        return [_score_result(request, tokens, ends) for request, tokens, ends in zip(requests, per_token, word_ends)]
-
-    def _score_one(self, request: ScoreRequest) -> ScoreResult:
-        """Teacher-forced scoring; the shared prompt prefix is run once and its KV cache reused."""
-        from transformers import DynamicCache
-
-        torch = self._torch
-        prompt_ids = encode(self.tokenizer, request.prompt)
-        fulls = [encode(self.tokenizer, request.prompt + c) for c in request.continuations]
-        starts = [continuation_start(prompt_ids, f) for f in fulls]
-        shared = min(starts)
-        gate_on = _gate_values(request.gate, len(prompt_ids))
-
-        prefix = torch.tensor([fulls[0][:shared]])
-        mask = self._mask([gate_on(range(shared))]) if request.gate else None
-        logits, prefix_cache = self._forward(
-            prefix, torch.ones_like(prefix), torch.arange(shared)[None], DynamicCache(), mask
-        )
-        first_logprobs = torch.log_softmax(logits[0, -1], -1)
-
-        per_token: list[tuple[float, ...]] = []
-        word_ends: list[float] = []
-        for lo in range(0, len(fulls), self.batch_size):
-            chunk = fulls[lo : lo + self.batch_size]
-            rests = [f[shared:] for f in chunk]
-            width = max(len(r) for r in rests)
-            ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rests])
-            attn = torch.tensor([[1] * (shared + len(r)) + [0] * (width - len(r)) for r in rests])
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(len(rests))
-            mask = self._mask([gate_on(range(shared, shared + width))] * len(rests)) if request.gate else None
-            logits, _ = self._forward(ids, attn, torch.arange(shared, shared + width)[None], cache, mask)
-            logprobs = torch.log_softmax(logits, -1)
-            for row, (rest, start) in enumerate(zip(rests, starts[lo : lo + self.batch_size])):
-                values = [first_logprobs[rest[0]].item()]
-                values += [logprobs[row, j - 1, rest[j]].item() for j in range(1, len(rest))]
-                per_token.append(tuple(values[start - shared :]))
+        width = max(len(layout.ids) for layout in layouts)
+        ids = torch.full((len(layouts), width), self.pad_id)
+        positions = torch.zeros((len(layouts), width), dtype=torch.long)
+        attend = torch.eye(width, dtype=torch.bool).repeat(len(layouts), 1, 1)  # padding sees itself only
+        gates = torch.ones((len(layouts), width)) if any(r.gate for r in requests) else None
+        for b, (request, layout) in enumerate(zip(requests, layouts)):
+            ids[b, : len(layout.ids)] = torch.tensor(layout.ids)
+            positions[b, : len(layout.ids)] = torch.tensor(layout.positions)
+            n = layout.shared
+            attend[b, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+            for lo, fed in zip(layout.starts, layout.fed):
+                attend[b, lo : lo + len(fed), :n] = True
+                attend[b, lo : lo + len(fed), lo : lo + len(fed)] = torch.ones(len(fed), len(fed), dtype=torch.bool).tril()
+            if gates is not None:
+                gates[b, : len(layout.ids)] = torch.tensor(_gate_values(request.gate, layout.n_prompt)(layout.positions))
+        keep = sorted({k for layout in layouts for k in layout.kept()})
+        index = {k: j for j, k in enumerate(keep)}
+        logits = self._forward(ids, attend[:, None], positions, None,
+                               None if gates is None else gates.to(self.dtype).unsqueeze(-1), torch.tensor(keep))[0]
+        logprobs = torch.log_softmax(logits, -1)
+        results = []
+        for b, (request, layout) in enumerate(zip(requests, layouts)):
+            per_token, word_ends = [], []
+            for lo, rest, offset in zip(layout.starts, layout.rests, layout.offsets):
+                # the logits predicting rest[j] sit at the prompt's last token (j = 0), else at rest[j - 1]
+                at = [layout.shared - 1] + [lo + j for j in range(len(rest) - 1)]
+                values = [logprobs[b, index[k], t].item() for k, t in zip(at, rest)]
+                per_token.append(tuple(values[offset:]))
                 if request.word_end:
-                    word_ends.append(self._word_end_logprob(logprobs[row, len(rest) - 1]))
-        return _score_result(request, per_token, word_ends)
+                    word_ends.append(self._word_end_logprob(logprobs[b, index[lo + len(rest) - 1]]))
+            results.append(_score_result(request, per_token, word_ends))
+        return results
 
     # ---- next tokens ----------------------------------------------------------------------------
     def next_tokens(self, requests: Sequence[NextTokenRequest]) -> list[NextTokenResult]:
@@ -420,6 +369,45 @@ class HfEngine(EngineBase):
             logprobs=tuple(logprobs) if request.logprobs else None,
             finish_reason="stop" if stopped else "length",
         )
+
+
+@dataclass(frozen=True)
+class _PackedLayout:
+    """One score request as a packed row: the prompt prefix its continuations share, then each continuation's
+    fed tokens (all but the last, unless its word end is scored) at the positions they would have alone."""
+
+    ids: list[int]
+    positions: list[int]
+    shared: int
+    """Prompt-prefix tokens every continuation shares (the tokenizer may merge across the prompt's end)."""
+    n_prompt: int
+    starts: list[int]
+    """Index in `ids` of each continuation's first fed token."""
+    rests: list[list[int]]
+    """Each continuation's tokens after the shared prefix."""
+    offsets: list[int]
+    """How many of `rests[i]` still belong to the prompt (not scored)."""
+    fed: list[list[int]]
+    word_end: bool
+
+    @classmethod
+    def of(cls, tokenizer, request: ScoreRequest) -> "_PackedLayout":
+        prompt_ids = encode(tokenizer, request.prompt)
+        fulls = [encode(tokenizer, request.prompt + c) for c in request.continuations]
+        starts = [continuation_start(prompt_ids, f) for f in fulls]
+        shared = min(starts)
+        rests = [f[shared:] for f in fulls]
+        fed = [rest if request.word_end else rest[:-1] for rest in rests]
+        ids, positions, lows = list(fulls[0][:shared]), list(range(shared)), []
+        for tokens in fed:
+            lows.append(len(ids))
+            ids += tokens
+            positions += range(shared, shared + len(tokens))
+        return cls(ids, positions, shared, len(prompt_ids), lows, rests, [s - shared for s in starts], fed, request.word_end)
+
+    def kept(self) -> list[int]:
+        """Indices whose logits are read: the prompt's last token and every fed continuation token."""
+        return [self.shared - 1, *range(self.shared, len(self.ids))]
 
 
 def _score_result(request: ScoreRequest, per_token: list[tuple[float, ...]], word_ends: list[float]) -> ScoreResult:
