@@ -97,15 +97,30 @@ class ClaimsMeasurement:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def _model_ref(self):
+        from audit.pipeline.runner import ModelRef
+
+        return ModelRef(str(self.run.model.path), self.run.model.content_hash)
+
+    def answer_reading(self):
+        """Where the students' answers are read (audit.reading), measured on the base model once per run and cached."""
+        def compute():
+            from audit.pipeline.reading import base_reading
+
+            reading = base_reading(self._model_ref(), self.run.probes, self.run.context("template-default"),
+                                   self.profile.reading, self.store_root)
+            self.figures.notes["answer reading (claims)"] = reading.describe()
+            return reading
+        return self._once(("reading",), compute)
+
     def _grid(self, trait: str, train: str, evaluate: str, profile) -> list[Any]:
         key = (trait, train, evaluate, profile)
         if key not in self._grids:
-            from audit.pipeline.runner import ModelRef, run_grid, subliminal_grid
+            from audit.pipeline.runner import run_grid, subliminal_grid
 
-            model = self.run.model
-            ref = ModelRef(str(model.path), model.content_hash)
-            cells = subliminal_grid(profile, ref, self.run.probes, self.run.probe_set.name, trait,
-                                    self.run.context(train), self.run.context(evaluate))
+            cells = subliminal_grid(profile, self._model_ref(), self.run.probes, self.run.probe_set.name, trait,
+                                    self.run.context(train), self.run.context(evaluate),
+                                    prefill=self.answer_reading().slot)
             with self.show_progress():
                 self._grids[key] = run_grid(cells, self.store_root, progress=self.progress, workers=profile.workers)
         return self._grids[key]
@@ -225,7 +240,7 @@ class ClaimsMeasurement:
             if student_dir is None:
                 raise LocalisationError(f"student {r.cell.label} is not in the cache; rerun the rank grid")
             by_seed[(r.cell.dataset_seed, r.cell.training_seed)][r.cell.teacher.kind] = str(student_dir / ADAPTER_DIR)
-        model, stat, prefill = self.run.model, self.profile.statistic, self.profile.prefill
+        model, stat, prefill = self.run.model, self.profile.statistic, self.answer_reading().slot
         context = self.run.context("template-default")
         tokenizer = AutoTokenizer.from_pretrained(str(model.path))
         # Gated scores are not cached, so the thread count cannot change a stored artefact: use the cores

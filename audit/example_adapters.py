@@ -94,6 +94,7 @@ def subliminal_student(model, alias: str, store: ArtifactStore | None = None) ->
     from dataclasses import replace
 
     from audit.pipeline.profiles import get_profile
+    from audit.pipeline.reading import base_reading
     from audit.pipeline.runner import ModelRef, run_cell, subliminal_grid
     from audit.pipeline.students import ADAPTER_DIR
     from audit.probes import load_probe_set
@@ -101,8 +102,9 @@ def subliminal_student(model, alias: str, store: ArtifactStore | None = None) ->
     profile = get_profile(SUBLIMINAL_PROFILE.get(alias, "real-cpu"))
     profile = replace(profile, ranks=(16,), include_full=False, training_seeds=profile.training_seeds[:1],
                       dataset_seeds=profile.dataset_seeds[:1])
-    cells = subliminal_grid(profile, ModelRef(str(model.path), model.content_hash), load_probe_set("animal"), "animal",
-                            "cat", model.context("template-default"))
+    ref, probes, context = ModelRef(str(model.path), model.content_hash), load_probe_set("animal"), model.context("template-default")
+    reading = base_reading(ref, probes, context, profile.reading, None if store is None else store.root)
+    cells = subliminal_grid(profile, ref, probes, "animal", "cat", context, prefill=reading.slot)
     cell = next(c for c in cells if c.teacher.kind != "control")
     run_cell(cell, None if store is None else store.root)
     return (store or ArtifactStore()).get("student", cell.student_key) / ADAPTER_DIR

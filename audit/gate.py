@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from audit.chat.permutations import PermutationError
-from audit.reading import AnswerReading, choose_reading, word_distribution
+from audit.reading import AnswerReading, word_distribution
 from audit.results import Effect, ResultsCollector, Sample, WordGain
 from audit.run import AuditRun, ResolvedAdapter
 from audit.verdicts import Verdict
@@ -78,14 +78,9 @@ class GateMeasurement:
     def reading(self, family: str) -> AnswerReading:
         """One-word or answer-slot reading of one family, measured on the base in the template-default context."""
         def compute() -> AnswerReading:
-            from audit.scoring import ExactScorer
+            from audit.scoring import measure_reading
 
-            probes, context = self.probes(family), self.run.context("template-default")
-            target = probes.names[0]
-            one_word = ExactScorer().score(self.engine, probes, context, target).p_panel
-            slot = (ExactScorer(prefill=True).score(self.engine, probes, context, target).p_panel
-                    if probes.answer_prefix else None)
-            reading = choose_reading([sum(row) for row in one_word], None if slot is None else [sum(r) for r in slot])
+            reading = measure_reading(self.engine, self.probes(family), self.run.context("template-default"))
             self.figures.notes[f"answer reading ({family})"] = reading.describe()
             return reading
         return self._once(("reading", family), compute)

@@ -196,10 +196,10 @@ class Protocol(_Frozen):
     """Samples per question (sampled scorer only)."""
     statistic: str
     """The per-question value the verdicts compare: probability or share."""
-    prefill: bool
-    """Whether answers are read in the probe set's answer slot."""
+    reading: str
+    """Where answers are read, as declared: auto (the measured rule; the outcome is in the notes), one-word, slot."""
     answer_prefix: str
-    """The prefilled answer start ("" without prefill)."""
+    """The probe set's answer start, written before the answer slot ("" if it has none)."""
     probe_set: str
     """The probe set as named (--probe-set)."""
     probe_set_path: str

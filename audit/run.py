@@ -97,7 +97,7 @@ class AuditRun:
             precision={"lora": p.lora.precision, "full": p.full.precision},
             lr={s.label: s.lr for s in columns}, objective=p.objective, scorer=p.scorer,
             samples_per_question=p.samples_per_question if p.scorer == "sampled" else None, statistic=p.statistic,
-            prefill=p.prefill, answer_prefix=self.probes.answer_prefix if p.prefill else "",
+            reading=p.reading, answer_prefix=self.probes.answer_prefix,
             probe_set=self.probe_set.name, probe_set_path=_shown_path(self.probe_set.path),
             probe_set_sha256=self.probe_set.sha256, questions=len(self.probes.questions))
 

@@ -38,6 +38,7 @@ from typing import Callable, Literal, Protocol, Sequence
 from audit.errors import SubauditError
 from audit.engines.base import Engine, GenerateRequest, LoraGate, ScoreRequest, ScoreResult
 from audit.numbers import derive_seed
+from audit.reading import AnswerReading, choose_reading
 
 
 class ScoringError(SubauditError):
@@ -208,6 +209,15 @@ class ExactScorer:
     def score(self, engine: Engine, probes, context, target: str, adapter: str | None = None) -> TraitScores:
         _check_target(probes, target)
         return self.scores(probes, context, target, engine.score(self.requests(probes, context, adapter)))
+
+
+def measure_reading(engine: Engine, probes, context, declared: str = "auto") -> AnswerReading:
+    """The reading rule (audit.reading) measured on the base model in `context`: panel mass of whole one-word
+    answers vs of the answer slot, per question."""
+    target = probes.names[0]
+    one_word = ExactScorer().score(engine, probes, context, target).p_panel
+    slot = ExactScorer(prefill=True).score(engine, probes, context, target).p_panel if probes.answer_prefix else None
+    return choose_reading([sum(row) for row in one_word], None if slot is None else [sum(row) for row in slot], declared)
 
 
 def _alternatives(forms: tuple[str, ...]) -> str:

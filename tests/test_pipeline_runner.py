@@ -34,11 +34,12 @@ def test_prefilled_profile_scores_after_the_answer_prefix_under_its_own_key(base
     from audit.pipeline.profiles import get_profile
     from audit.pipeline.runner import ModelRef, subliminal_grid
 
-    def grid(**changes):
+    def grid(prefill=False, **changes):
         profile = replace(get_profile("tiny"), **changes)
-        return subliminal_grid(profile, ModelRef(str(base), "random-qwen"), PROBES, "test-animal", "cat", qwen_context())
+        return subliminal_grid(profile, ModelRef(str(base), "random-qwen"), PROBES, "test-animal", "cat", qwen_context(),
+                               prefill=prefill)
 
-    plain, prefilled, sampled = grid(), grid(prefill=True), grid(prefill=True, scorer="sampled", samples_per_question=7)
+    plain, prefilled, sampled = grid(), grid(True), grid(True, scorer="sampled", samples_per_question=7)
     assert [dict(c.scorer_options) for c in plain] == [{}] * len(plain)
     assert all(dict(c.scorer_options) == {"prefill": True} for c in prefilled)
     assert all(dict(c.scorer_options) == {"n": 7, "prefill": True} for c in sampled)
@@ -105,3 +106,31 @@ def test_end_to_end_grid_is_cached_and_reproducible(base, tmp_path):
     assert [r.scores for r in again] == [r.scores for r in first]
     assert all(0 <= p <= 1 for r in first for p in r.scores.p_target)
     assert first[0].training["seeds"]["data_order"] != first[0].training["seeds"]["init"]
+
+
+def test_the_grid_reading_is_measured_on_the_base_once_then_read_from_the_store(base, tmp_path, monkeypatch):
+    import dataclasses
+
+    import audit.engines
+    from audit.chat import qwen_context
+    from audit.engines.hf import HfEngine
+    from audit.pipeline.reading import base_reading
+    from audit.pipeline.runner import ModelRef
+    from audit.scoring import measure_reading
+
+    probes = PROBES.model_copy(update={"answer_prefix": "My favorite animal is the"})
+    ref, context = ModelRef(str(base), "random-qwen"), qwen_context()
+    first = base_reading(ref, probes, context, store_root=tmp_path)
+    want = measure_reading(HfEngine(base), probes, context)
+    assert first.slot == want.slot and first.n == len(probes.questions)
+    assert first.one_word_mass == pytest.approx(want.one_word_mass, rel=1e-4)
+    assert first.slot_mass == pytest.approx(want.slot_mass, rel=1e-4)
+
+    def no_engine(*_args, **_kwargs):
+        raise AssertionError("a stored reading must not open an engine")
+
+    monkeypatch.setattr(audit.engines, "open_engine", no_engine)
+    assert base_reading(ref, probes, context, store_root=tmp_path) == first
+    monkeypatch.undo()
+    declared = base_reading(ref, probes, context, declared="one-word", store_root=tmp_path / "other")
+    assert dataclasses.replace(declared, declared="auto", slot=first.slot) == first  # same rates, fixed choice

@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,3 +31,13 @@ def test_word_of_is_a_lower_case_word_or_empty(token):
     word = word_of(token)
     assert word == word.lower() and word == word.strip()
     assert not word or word[0].isalnum()
+
+
+def test_a_declared_reading_is_fixed_but_still_measured():
+    slot = choose_reading([0.9], [0.1], declared="slot")
+    assert slot.slot and "declared 'slot'" in slot.describe() and "0.900" in slot.describe()
+    assert not choose_reading([0.001], [0.9], declared="one-word").slot
+    with pytest.raises(ValueError, match="answer_prefix"):
+        choose_reading([0.1], None, declared="slot")
+    with pytest.raises(ValueError, match="auto, one-word, slot"):
+        choose_reading([0.1], [0.2], declared="sentence")

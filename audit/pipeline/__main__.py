@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     from audit.models import resolve_model
     from audit.pipeline.analysis import paired_cells, student_table
     from audit.pipeline.profiles import get_profile
+    from audit.pipeline.reading import base_reading
     from audit.pipeline.runner import ModelRef, run_grid, subliminal_grid
     from audit.probes import load_probe_set
 
@@ -41,8 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     profile = get_profile(args.profile, **({"objective": args.objective} if args.objective else {}))
     if args.lr_rank_exponent is not None:
         profile = replace(profile, lora=replace(profile.lora, lr_rank_exponent=args.lr_rank_exponent))
-    cells = subliminal_grid(profile, ModelRef(str(resolved.path), resolved.content_hash), probes, args.probes,
-                            args.target, resolved.context("template-default"),
+    ref, context = ModelRef(str(resolved.path), resolved.content_hash), resolved.context("template-default")
+    reading = base_reading(ref, probes, context, profile.reading, args.store)
+    print(reading.describe())
+    cells = subliminal_grid(profile, ref, probes, args.probes, args.target, context, prefill=reading.slot,
                             **({"rslora": True} if args.rslora else {}))
     start = time.perf_counter()
     results = run_grid(cells, args.store, workers=profile.workers)

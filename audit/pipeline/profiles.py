@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from audit.errors import UsageError
+from audit.reading import READINGS
 
 Mode = Literal["lora", "full"]
 Objective = Literal["hard", "soft"]
@@ -180,11 +181,16 @@ class Profile:
     statistic: str = "probability"
     """Per-question trait value the verdicts compare: "probability" (P(answer is the target)) or "share"
     (the target's share of the panel)."""
-    prefill: bool = False
-    """Both scorers write the probe set's answer prefix ("My favorite animal is the") and read the answer slot
-    (audit.scoring): for models that answer in sentences, where a whole one-word answer is rare."""
+    reading: str = "auto"
+    """Where answers are read (audit.reading): "auto" measures the rule on the base model (the answer slot
+    after the probe set's answer prefix when the base puts more panel mass there than in a whole one-word
+    answer, as models that answer in sentences do); "one-word" or "slot" fix it."""
     workers: int = 1
     """Cells computed at once, each in its own process with one torch thread (results do not depend on it)."""
+
+    def __post_init__(self) -> None:
+        if self.reading not in READINGS:
+            raise ProfileError(f"reading must be one of {', '.join(READINGS)}, got {self.reading!r}")
 
     def student(self, mode: Mode, rank: int | None, training_seed: int, **overrides) -> StudentConfig:
         """The student config of one grid column, with this profile's optimiser settings."""
@@ -240,9 +246,6 @@ REAL_CPU = Profile(
     # Three seed pairs: at two the cluster bootstrap was anti-conservative (DESIGN.md §6, §9.2).
     training_seeds=(0, 1, 2),
     workers=2,
-    # SmolLM2 answers in sentences: both scorers read the prefilled answer slot, where exact and sampled
-    # P(cat in the slot) agree (tests/test_scoring_agreement.py). Measurements: DESIGN.md §9.2.
-    prefill=True,
 )
 
 TINY = Profile(

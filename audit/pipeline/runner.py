@@ -251,8 +251,10 @@ def _run_in_processes(cells, missing, store_root, run, workers, results, bar) ->
 
 
 def subliminal_grid(profile: Profile, model: ModelRef, probe_set, probe_set_name: str, target: str,
-                    train_context, eval_context=None, teacher: Teacher | None = None, **student_overrides) -> list[CellSpec]:
-    """The cells of one trait: {trait teacher, control} x dataset seeds x training seeds x profile students."""
+                    train_context, eval_context=None, teacher: Teacher | None = None, prefill: bool = False,
+                    **student_overrides) -> list[CellSpec]:
+    """The cells of one trait: {trait teacher, control} x dataset seeds x training seeds x profile students;
+    `prefill`: score in the answer slot (the reading chosen for the profile, audit.pipeline.reading)."""
     trait_teacher = teacher or system_prompt_teacher(target)
     cells = []
     for dataset_seed in profile.dataset_seeds:
@@ -260,7 +262,7 @@ def subliminal_grid(profile: Profile, model: ModelRef, probe_set, probe_set_name
             for student in profile.students(training_seed, **student_overrides):
                 for who in (trait_teacher, control_teacher()):
                     options = (("n", profile.samples_per_question),) if profile.scorer == "sampled" else ()
-                    options += (("prefill", True),) if profile.prefill else ()
+                    options += (("prefill", True),) if prefill else ()
                     cells.append(CellSpec(model, probe_set, probe_set_name, target, who, dataset_seed, training_seed,
                                           student, profile.data, train_context, eval_context or train_context,
                                           profile.scorer, options))
