@@ -134,18 +134,32 @@ def build_example(model, name: str, store: ArtifactStore | None = None, alias: s
     return (store or ArtifactStore()).get_or_build(KIND, f"{name}-{key}", build, meta={"recipe": name}) / ADAPTER_DIR
 
 
+def build_examples(model, names, alias: str = "", into: Path | None = None) -> list[Path]:
+    """The adapter folders of `names` (built on first use); with `into`, copies named INTO/<name>, so the gate's
+    test ids and report name each by its recipe."""
+    import shutil
+
+    folders = [build_example(model, name, alias=alias) for name in names]
+    if into is None:
+        return folders
+    for name in names:
+        shutil.rmtree(into / name, ignore_errors=True)
+    return [Path(shutil.copytree(folder, into / name)) for name, folder in zip(names, folders)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m audit.example_adapters", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model spec (alias, folder, Org/Name)")
     parser.add_argument("names", nargs="*", default=list(DEFAULT), help=f"recipes (default: {' '.join(DEFAULT)})")
+    parser.add_argument("--into", type=Path, default=None,
+                        help="copy each adapter to INTO/<name> (its name in the gate's test ids) and print those folders")
     args = parser.parse_args(argv)
     from audit.models import resolve_model
 
     def build_all() -> None:
-        model = resolve_model(args.model)
-        for name in args.names:
-            print(build_example(model, name, alias=args.model))
+        for folder in build_examples(resolve_model(args.model), args.names, args.model, args.into):
+            print(folder)
 
     return exit_code(build_all)
 

@@ -1,11 +1,12 @@
 """The gate's wall time: N adapters in one run (the base scored once) vs N runs of one adapter, measured in one go.
 
     .venv/bin/python benchmarks/gate.py [--model tiny-qwen] [--adapters cat-under-default oak-everywhere neutral]
-                                        [--probe-set animal]
+                                        [--probe-set animal] [--dtype bfloat16] [--report-dir DIR]
 
 The adapters are the model's example adapters (audit.example_adapters, built and cached first, not timed).
 Each gate is a fresh `pytest audit/checks/test_gate.py` process, so a time includes start-up and model loading,
 as a user's CI step does. Prints each run's wall time and the ratio (sum of N single runs) / (one run of N).
+With --report-dir, the report of the run of all N is kept there (DIR/all/<run>/).
 """
 
 from __future__ import annotations
@@ -36,22 +37,24 @@ def gate(model: str, adapters: list[Path], extra: list[str], report_dir: Path) -
 
 
 def main() -> None:
-    from audit.example_adapters import DEFAULT, build_example
+    from audit.example_adapters import DEFAULT, build_examples
     from audit.models import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny-qwen")
     parser.add_argument("--adapters", nargs="+", default=list(DEFAULT))
     parser.add_argument("--probe-set", default=None, help="one probe family (default: every installed one)")
+    parser.add_argument("--dtype", default=None, help="engine dtype (default: the audit's, float32 on CPU)")
+    parser.add_argument("--report-dir", type=Path, default=None, help="keep the report of the run of all N here")
     args = parser.parse_args()
     model = resolve_model(args.model)
-    adapters = [build_example(model, name, alias=args.model) for name in args.adapters]
-    extra = ["--probe-set", args.probe_set] if args.probe_set else []
+    extra = (["--probe-set", args.probe_set] if args.probe_set else []) + (["--dtype", args.dtype] if args.dtype else [])
     with tempfile.TemporaryDirectory() as scratch:
-        together = gate(args.model, adapters, extra, Path(scratch))
+        adapters = build_examples(model, args.adapters, args.model, Path(scratch) / "adapters")
+        together = gate(args.model, adapters, extra, args.report_dir / "all" if args.report_dir else Path(scratch))
         singles = [gate(args.model, [a], extra, Path(scratch)) for a in adapters]
     print(f"gate of {args.model}, {len(adapters)} adapters, probe sets: {args.probe_set or 'all installed'}, "
-          f"{os.cpu_count()} cores")
+          f"dtype: {args.dtype or 'default'}, {os.cpu_count()} cores")
     for name, seconds in zip(args.adapters, singles):
         print(f"  {name:<22} alone: {seconds:7.1f} s")
     print(f"  {'all in one run':<22}        {together:7.1f} s")
