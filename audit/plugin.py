@@ -121,7 +121,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if audit is None or hasattr(session.config, "workerinput") or session.config.option.collectonly:
         return  # xdist workers: the controller reports
     results = audit.finish()
-    if results.session_failures and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+    if audit.report_error is not None:
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+    elif results.session_failures and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -137,6 +139,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(summary_table(audit.results))
     for failure in audit.results.session_failures:
         terminalreporter.write_line(f"SUITE FAILURE: {failure}", red=True, bold=True)
+    if audit.report_error is not None:
+        terminalreporter.write_line(f"INTERNAL ERROR: {audit.report_error}", red=True, bold=True)
     for path in audit.report_paths or ():
         terminalreporter.write_line(f"report: {path}")
 

@@ -87,6 +87,8 @@ class AuditSession:
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     results: AuditResults | None = None
     report_paths: tuple[Path, Path] | None = None
+    report_error: str | None = None
+    """Why the report could not be rendered (a bug: the run then exits 3), or None."""
     _engines: EnginePool | None = field(default=None, init=False, repr=False)
     _measurements: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -225,6 +227,14 @@ class AuditSession:
         except OSError as exc:
             self.collector.session_failures.append(f"report not written: {exc}")
             self.results = self.results.model_copy(update={"session_failures": list(self.collector.session_failures)})
+        except Exception as exc:  # a rendering bug: the measurements are in results.json already; say where
+            import traceback
+
+            traceback.print_exc()
+            json_path = Path(self.config.report_dir) / self.results.provenance.run_id / "results.json"
+            self.report_error = (f"the report could not be rendered ({type(exc).__name__}: {one_line(exc)}), a bug in "
+                                 f"subaudit; the results are in {json_path} (render again with python -m audit.report "
+                                 "refresh once fixed)")
         return self.results
 
     def provenance(self) -> Provenance:

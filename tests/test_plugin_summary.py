@@ -143,3 +143,22 @@ def test_collect_only_writes_no_report(pytester):
     result = pytester.runpytest("--model", "m", "--engine", "fake", "--collect-only")
     assert result.ret == pytest.ExitCode.OK
     assert not (pytester.path / "reports").exists()
+
+
+def test_a_report_that_cannot_be_rendered_is_an_internal_error_that_keeps_the_results(pytester, adapter):
+    _checks(pytester, 0.001)
+    pytester.makeconftest("""
+        import audit.report.render as render
+
+        def broken(results):
+            raise KeyError("a template bug")
+
+        render.render_html = broken
+    """)
+    # a subprocess: the conftest's patch must not outlive this run
+    result = pytester.runpytest_subprocess("--model", "m", "--engine", "fake", "--adapter", adapter)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(["INTERNAL ERROR: the report could not be rendered (KeyError: 'a template bug'), a bug "
+                                 "in subaudit; the results are in reports/*/results.json*"])
+    (run,) = (pytester.path / "reports").iterdir()
+    assert {p.name for p in run.iterdir()} == {"results.json"}

@@ -77,16 +77,16 @@ def render_markdown(results: AuditResults) -> str:
 
 
 def write_report(results: AuditResults, report_dir: Path) -> tuple[Path, Path]:
-    """Write report.html, report.md and results.json to report_dir/<run_id>/; return the two reports."""
+    """Write results.json, report.html and report.md to report_dir/<run_id>/; return the two reports.
+
+    results.json goes first: if rendering fails, the measurements are kept (`python -m audit.report refresh`
+    renders them again)."""
     out = Path(report_dir) / results.provenance.run_id
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "report.html", out / "report.md"
-    for path, text in (
-        (html_path, render_html(results)),
-        (md_path, render_markdown(results)),
-        (out / "results.json", results.model_dump_json(indent=2)),
-    ):
+    for path, render in ((out / "results.json", lambda: results.model_dump_json(indent=2)),
+                         (html_path, lambda: render_html(results)), (md_path, lambda: render_markdown(results))):
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(render(), encoding="utf-8")
         tmp.replace(path)  # atomic: a reader never sees half a report
     return html_path, md_path
