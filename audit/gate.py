@@ -177,7 +177,7 @@ class GateMeasurement:
         note = (f" Its context tokens (template and system prompt) share {len(shared)} of the default's "
                 f"{len(set(theirs))} distinct ones" + (f"; absent here: {' '.join(repr(t) for t in missing[:12])}"
                                                       if missing else "") + ".")
-        return replace(verdict, explanation=verdict.explanation + note)
+        return replace(verdict, explanation=verdict.explanation.rstrip(".") + "." + note)
 
     def _record_samples(self, name: str) -> None:
         """A few greedy answers of the base (once) and of the adapter, shown verbatim (escaped) in the report."""
