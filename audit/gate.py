@@ -76,11 +76,15 @@ class GateMeasurement:
     # ------------------------------------------------------------------------------------ reading
 
     def reading(self, family: str) -> AnswerReading:
-        """One-word or answer-slot reading of one family, measured on the base in the template-default context."""
+        """One-word or answer-slot reading of one family, measured on the base in the reference context (the template
+        as shipped, its default system prompt)."""
         def compute() -> AnswerReading:
-            from audit.scoring import measure_reading
+            from audit.scoring import reading_of, reading_scores
 
-            reading = measure_reading(self.engine, self.probes(family), self.run.context("template-default"))
+            one_word, slot = reading_scores(self.engine, self.probes(family), self.contexts[REFERENCE])
+            reading = reading_of(one_word, slot)
+            # the base's panel in the reference context, as read: measured here already
+            self._memo[("panel", family, None, REFERENCE)] = (slot if reading.slot else one_word).p_panel
             self.figures.notes[f"answer reading ({family})"] = reading.describe()
             return reading
         return self._once(("reading", family), compute)

@@ -211,13 +211,23 @@ class ExactScorer:
         return self.scores(probes, context, target, engine.score(self.requests(probes, context, adapter)))
 
 
-def measure_reading(engine: Engine, probes, context, declared: str = "auto") -> AnswerReading:
-    """The reading rule (audit.reading) measured on the base model in `context`: panel mass of whole one-word
-    answers vs of the answer slot, per question."""
+def reading_scores(engine: Engine, probes, context) -> tuple[TraitScores, TraitScores | None]:
+    """The base model's panel scores under both readings: whole one-word answers, and the answer slot (None when
+    the probe set has no answer prefix)."""
     target = probes.names[0]
-    one_word = ExactScorer().score(engine, probes, context, target).p_panel
-    slot = ExactScorer(prefill=True).score(engine, probes, context, target).p_panel if probes.answer_prefix else None
-    return choose_reading([sum(row) for row in one_word], None if slot is None else [sum(row) for row in slot], declared)
+    one_word = ExactScorer().score(engine, probes, context, target)
+    return one_word, ExactScorer(prefill=True).score(engine, probes, context, target) if probes.answer_prefix else None
+
+
+def reading_of(one_word: TraitScores, slot: TraitScores | None, declared: str = "auto") -> AnswerReading:
+    """The reading rule (audit.reading) applied to `reading_scores`: panel mass per question under each reading."""
+    mass = lambda scores: [sum(row) for row in scores.p_panel]  # noqa: E731
+    return choose_reading(mass(one_word), None if slot is None else mass(slot), declared)
+
+
+def measure_reading(engine: Engine, probes, context, declared: str = "auto") -> AnswerReading:
+    """The reading rule measured on the base model in `context`."""
+    return reading_of(*reading_scores(engine, probes, context), declared)
 
 
 def _alternatives(forms: tuple[str, ...]) -> str:

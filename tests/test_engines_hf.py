@@ -360,3 +360,28 @@ def test_word_end_tokens_start_with_a_non_word_character_or_end_the_turn(setup):
     for text in ("s", "erpillar", "_x", "9"):  # letters, digits, underscore continue a word
         (first, *_) = encode(tok, text)
         assert first not in ends, text
+
+
+def test_next_tokens_of_a_scored_prompt_come_from_its_scoring_pass(setup):
+    """After `score`, `next_tokens` of the same prompts runs no forward pass and gives what a fresh engine computes
+    (the base and an adapter, fp32)."""
+    from audit.engines import NextTokenRequest
+    from audit.engines.hf import HfEngine
+
+    engine, adapter, _, _ = setup
+    prompts = [chat_prompt(q) for q in ("Which animal?", "Name a tree.")]
+    engine.score([ScoreRequest(p, (" cat", " oak"), adapter=a) for a in (None, adapter) for p in prompts])
+    requests = [NextTokenRequest(p, a, 10) for a in (None, adapter) for p in prompts]
+    forwards = []
+    real = engine._forward
+    engine._forward = lambda *args, **kwargs: forwards.append(1) or real(*args, **kwargs)
+    try:
+        kept = engine.next_tokens(requests)
+    finally:
+        engine._forward = real
+    assert not forwards
+    with HfEngine(engine.model_path) as fresh:
+        want = fresh.next_tokens(requests)
+    for got, ref in zip(kept, want):
+        assert got.tokens == ref.tokens and got.logprobs == pytest.approx(ref.logprobs, abs=1e-4)
+    assert kept[0].tokens != kept[2].tokens or kept[0].logprobs != pytest.approx(kept[2].logprobs, abs=1e-3)

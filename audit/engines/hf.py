@@ -29,6 +29,12 @@ from audit.engines.base import (
 from audit.engines.tokens import charset_token_ids, continuation_start, encode, stop_token_ids, word_end_token_ids
 
 
+PROMPT_END_TOP = 64
+"""Next tokens kept from each scored prompt's end, so `next_tokens` of a prompt just scored needs no pass."""
+PROMPT_END_CACHE = 8192
+"""Scored prompt ends kept (oldest dropped first)."""
+
+
 def _group_by_adapter(requests: Sequence) -> dict[str | None, list[int]]:
     groups: dict[str | None, list[int]] = {}
     for i, r in enumerate(requests):
@@ -74,6 +80,7 @@ class HfEngine(EngineBase):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
         self._adapter_names: dict[str, str] = {}  # resolved adapter dir -> peft adapter name
         self._gate_mask = None  # (batch, seq, 1) mask applied to lora_A outputs during a gated forward
+        self._prompt_ends: dict[tuple[str, str | None], tuple[tuple[str, ...], tuple[float, ...]]] = {}
 
     # ---- adapters -------------------------------------------------------------------------------
     def load_adapter(self, adapter_dir: str | Path) -> str:
@@ -216,6 +223,8 @@ class HfEngine(EngineBase):
         logprobs = torch.log_softmax(logits, -1)
         results = []
         for b, (request, layout) in enumerate(zip(requests, layouts)):
+            if layout.shared == layout.n_prompt and request.gate is None:  # the row holds the prompt's own end
+                self._keep_prompt_end(request.prompt, request.adapter, logprobs[b, index[layout.shared - 1]])
             per_token, word_ends = [], []
             for lo, rest, offset in zip(layout.starts, layout.rests, layout.offsets):
                 # the logits predicting rest[j] sit at the prompt's last token (j = 0), else at rest[j - 1]
@@ -228,15 +237,29 @@ class HfEngine(EngineBase):
         return results
 
     # ---- next tokens ----------------------------------------------------------------------------
+    def _keep_prompt_end(self, prompt: str, adapter: str | None, logprobs) -> None:
+        top = self._torch.topk(logprobs, min(PROMPT_END_TOP, logprobs.shape[-1]))
+        if len(self._prompt_ends) >= PROMPT_END_CACHE:
+            self._prompt_ends.pop(next(iter(self._prompt_ends)))
+        self._prompt_ends[(prompt, adapter)] = (tuple(self.tokenizer.decode([t]) for t in top.indices.tolist()),
+                                                tuple(top.values.tolist()))
+
     def next_tokens(self, requests: Sequence[NextTokenRequest]) -> list[NextTokenResult]:
-        """Top-k next tokens of each prompt: one left-padded pass per batch, only the last position's logits."""
+        """Top-k next tokens of each prompt: one left-padded pass per batch, only the last position's logits; a
+        prompt just scored (`score`) is answered from its row's logits (top_k <= PROMPT_END_TOP)."""
         from transformers import DynamicCache
 
         torch = self._torch
         results: list[NextTokenResult | None] = [None] * len(requests)
-        self._load_adapters(requests)
+        for i, r in enumerate(requests):
+            kept = self._prompt_ends.get((r.prompt, r.adapter)) if r.top_k <= PROMPT_END_TOP else None
+            if kept is not None:
+                results[i] = NextTokenResult(r, kept[0][: r.top_k], kept[1][: r.top_k])
+        missing = [i for i, done in enumerate(results) if done is None]
+        self._load_adapters([requests[i] for i in missing])
         with torch.inference_mode():
-            for adapter, indices in _group_by_adapter(requests).items():
+            for adapter, group in _group_by_adapter([requests[i] for i in missing]).items():
+                indices = [missing[j] for j in group]
                 with self._adapter(adapter):
                     for lo in range(0, len(indices), self.batch_size):
                         chunk = indices[lo : lo + self.batch_size]
