@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager
 
 from audit.errors import SubauditError
-from audit.pipeline.analysis import PairedCell, paired_cells
+from audit.pipeline.analysis import EffectRule, PairedCell, paired_cells
 from audit.pipeline.students import is_diverged
 from audit.results import Bar, CurvePoint, Effect, Heatmap, Localisation, RankCurve, ResultsCollector, Series
 from audit.run import AuditRun
@@ -92,6 +92,12 @@ class ClaimsMeasurement:
     def profile(self):
         return self.run.profile
 
+    @property
+    def rule(self) -> EffectRule:
+        """The smallest effect of interest, from the options (fixed before any student is scored)."""
+        config = self.run.config
+        return EffectRule(config.smallest_effect, config.smallest_effect_floor)
+
     def _once(self, key: tuple, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
             self._memo[key] = compute()
@@ -161,16 +167,17 @@ class ClaimsMeasurement:
         """Claim 1: transmission is an inverted U in LoRA rank (two-lines test)."""
         def compute() -> Verdict:
             self._record_rank_grid(trait)
-            return replace(verdicts.rank_inverted_u(self._rank_cells(trait)[0]), trait=trait)
+            return replace(verdicts.rank_inverted_u(self._rank_cells(trait)[0], self.rule), trait=trait)
         return self._once(("rank", trait), compute)
 
     def _transmitting_peak(self, trait: str) -> tuple[int | None, Verdict | None]:
         """(peak rank, None) when the peak LoRA rank transmits, else (None, the skip of a claim that needs it)."""
         rank = self.rank_inverted_u(trait)
         peak = rank.properties.get("peak_rank")
-        if peak is not None and verdicts.transmits(self._rank_cells(trait)[0][peak].estimate()):
+        if peak is not None and verdicts.transmits(self._rank_cells(trait)[0][peak].decision(self.rule)):
             return peak, None
-        return None, Verdict(None, f"no rank transmits in the default context ({rank.explanation})")
+        return None, Verdict(None, f"no rank shown to transmit in the default context ({rank.explanation})",
+                             properties={k: v for k, v in rank.properties.items() if k in ("mde", "seed_pairs_needed")})
 
     def full_ft_vanishes(self, trait: str) -> Verdict:
         """Claim 2: full finetuning shows no transmission while the peak LoRA rank does."""
@@ -179,7 +186,16 @@ class ClaimsMeasurement:
             reason = (f"profile {self.profile.name!r} has no full-finetuning students" if not self.profile.include_full
                       else "every full-finetuning seed pair has a diverged student; nothing to measure")
             return Verdict(None, reason, trait=trait)
-        return replace(verdicts.full_ft_vanishes(full, lora, self.run.config.margin), trait=trait)
+        return replace(verdicts.full_ft_vanishes(full, lora, self.rule, self._full_ft_comparison()), trait=trait)
+
+    def _full_ft_comparison(self) -> str:
+        """What the full-FT contrast rests on: the two columns' step sizes differ (Nief: 2e-5 vs 2e-4)."""
+        columns = {s.label: s for s in self.profile.students(self.profile.training_seeds[0])}
+        full = columns["full"].lr
+        lora = sorted({(s.rank, s.lr) for s in columns.values() if s.mode == "lora"})
+        rates = ", ".join(f"r{r} {lr:g}" for r, lr in lora)
+        return (f"compared: full FT at lr {full:g} with LoRA at lr {rates}; full FT's step size differs, so the contrast "
+                "is confounded with it")
 
     # --------------------------------------------------------------------------------- the context grid
 
@@ -197,7 +213,7 @@ class ClaimsMeasurement:
             cells = [[Effect.from_estimate(grid[(t, e)].estimate()) for e in GRID_SYSTEMS] for t in GRID_SYSTEMS]
             self.figures.heatmaps.append(Heatmap(trait=trait, train_contexts=list(GRID_SYSTEMS),
                                                  eval_contexts=list(GRID_SYSTEMS), cells=cells))
-            return verdicts.system_prompt_verdicts(grid, self.run.config.margin, HEADLINE_CELL)
+            return verdicts.system_prompt_verdicts(grid, self.rule, HEADLINE_CELL)
         return replace(self._once(("context", trait), compute)[key], trait=trait)
 
     # --------------------------------------------------------------------------------- the localisation
@@ -217,7 +233,7 @@ class ClaimsMeasurement:
         if isinstance(cells, Verdict):
             return replace(cells, trait=trait)
         config = self.run.config
-        return replace(verdicts.localisation_verdict(cells, only, without, config.localisation_share, config.margin),
+        return replace(verdicts.localisation_verdict(cells, only, without, config.localisation_share, self.rule),
                        trait=trait)
 
     def _localisation_cells(self, trait: str, rank: int) -> dict[str, PairedCell]:
@@ -248,7 +264,7 @@ class ClaimsMeasurement:
         cells: dict[str, PairedCell] = {}
         with torch_threads(max(PIPELINE_THREADS, self.profile.workers)), open_engine("hf", model.path) as engine:
             for condition in GATINGS:
-                diffs, questions, seeds = [], [], []
+                diffs, questions, seeds, traits, controls = [], [], [], [], []
                 for s, (_, adapters) in enumerate(sorted(by_seed.items())):
                     trait_kind = next(k for k in adapters if k != "control")
                     pt, pc = (gated_values(engine, tokenizer, self.run.probes, context, trait, adapters[kind], condition,
@@ -256,5 +272,7 @@ class ClaimsMeasurement:
                     diffs += [a - b for a, b in zip(pt, pc)]
                     questions += list(range(len(pt)))
                     seeds += [s] * len(pt)
-                cells[condition] = PairedCell(tuple(diffs), tuple(questions), tuple(seeds))
+                    traits += pt
+                    controls += pc
+                cells[condition] = PairedCell(tuple(diffs), tuple(questions), tuple(seeds), 0, tuple(traits), tuple(controls))
         return cells

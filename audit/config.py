@@ -95,6 +95,19 @@ def _margin(value: Any) -> float:
     return margin
 
 
+def _positive(flag: str, example: str, upper: float | None = None) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{flag} takes a number, e.g. {example}; got {value!r}") from None
+        if not 0 < number or (upper is not None and not number < upper):
+            bounds = f"in (0, {upper:g})" if upper is not None else "> 0"
+            raise ConfigError(f"{flag} must be {bounds}, e.g. {example}; got {value}")
+        return number
+    return parse
+
+
 def option(default: Any, help: str, parse: Callable[[Any], Any], *, flag: str, repeatable: bool = False) -> Any:
     """A field that is also a pytest option `flag` (and ini key subaudit_<field name>)."""
     return field(default=default, metadata={"flag": flag, "help": help, "parse": parse, "repeatable": repeatable})
@@ -137,9 +150,20 @@ class AuditConfig:
     report_dir: Path = option(Path("reports"), "Folder for <run>/report.html, report.md and results.json (default reports).",
                               _path("--report-dir"), flag="--report-dir")
     """Folder that receives <run>/report.html, report.md and results.json."""
-    margin: float = option(0.02, "Equivalence margin: largest |shift| of P(trait) counted as no effect (default 0.02).",
-                           _margin, flag="--margin")
-    """Equivalence margin: the largest absolute shift of P(trait) that counts as 'no effect' (TOST)."""
+    margin: float = option(0.02, "Gate equivalence margin: largest |shift| of an answer's P counted as no effect "
+                           "(default 0.02).", _margin, flag="--margin")
+    """The gate's equivalence margin: the largest absolute shift of an answer's probability that counts as 'no
+    effect' of an adapter (TOST). The claims use `smallest_effect` instead."""
+    smallest_effect: float = option(1.0, "Claims: smallest transmission of interest, as a multiple of the trait's "
+                                    "rate in the control students (default 1.0: doubling it).",
+                                    _positive("--smallest-effect", "1.0"), flag="--smallest-effect")
+    """The claims' smallest effect of interest, relative: transmission below this multiple of the trait's rate in
+    the control students is no effect of interest (equivalence margins are the same), never below the floor."""
+    smallest_effect_floor: float = option(0.01, "Claims: least smallest effect of interest, in probability "
+                                          "(default 0.01).", _positive("--smallest-effect-floor", "0.01", 1.0),
+                                          flag="--smallest-effect-floor")
+    """The least smallest effect of interest, in probability: a trait whose control rate is near 0 would otherwise
+    make any noise interesting."""
     localisation_share: float = 0.5
     """Share of the full effect that 'entity only' gated LoRA must recover for the localisation claim."""
 

@@ -79,6 +79,11 @@ class CheckResult(_Frozen):
     properties: dict[str, float | int | str] = Field(default_factory=dict)
     """Extra key numbers (mirrored into JUnit user_properties)."""
 
+    @property
+    def shown_outcome(self) -> str:
+        """The outcome as reports show it: a claim skipped as undecided at this power says "undecided"."""
+        return "undecided" if self.outcome == "skipped" and self.explanation.startswith("undecided") else self.outcome
+
 
 class CurvePoint(_Frozen):
     x: float
@@ -208,6 +213,11 @@ class Protocol(_Frozen):
     """sha256 of that file."""
     questions: int
     """Evaluation questions per context."""
+    smallest_effect: float = 1.0
+    """Claims: the smallest transmission of interest, as a multiple of the trait's control rate (an option, so
+    fixed at start-up, before any student is scored)."""
+    smallest_effect_floor: float = 0.01
+    """Claims: the least smallest effect of interest, in probability (fixed the same way)."""
 
 
 class Provenance(_Frozen):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +99,8 @@ class AuditRun:
             samples_per_question=p.samples_per_question if p.scorer == "sampled" else None, statistic=p.statistic,
             reading=p.reading, answer_prefix=self.probes.answer_prefix,
             probe_set=self.probe_set.name, probe_set_path=_shown_path(self.probe_set.path),
-            probe_set_sha256=self.probe_set.sha256, questions=len(self.probes.questions))
+            probe_set_sha256=self.probe_set.sha256, questions=len(self.probes.questions),
+            smallest_effect=self.config.smallest_effect, smallest_effect_floor=self.config.smallest_effect_floor)
 
     def context(self, system: str = "template-default", permutation: str = "identity") -> "ChatContext":
         """A chat context on the model's own template (the shipped Qwen2.5 template for the fake engine)."""
@@ -143,6 +144,17 @@ def resolve_profile(config: AuditConfig) -> "Profile":
     if config.seeds is not None:
         overrides["training_seeds"] = config.seeds
     return get_profile(config.profile, **overrides)
+
+
+def default_traits(config: AuditConfig, passed: dict[str, Any]) -> AuditConfig:
+    """Without --trait, the default (cat) where the probe set's panel has it, else the panel's first entry: a gate
+    run restricted to `--probe-set band` needs no trait of its own."""
+    from audit.probes import load_probe_set, probe_set_path
+
+    if "trait" in passed:
+        return config
+    names = load_probe_set(probe_set_path(config.probe_set)).names
+    return config if all(t in names for t in config.traits) else replace(config, traits=(names[0],))
 
 
 def resolve_probe_set(config: AuditConfig) -> ProbeSetRef:
@@ -222,6 +234,7 @@ def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> Au
     engine = resolve_engine_kind(config.engine)
     try:
         profile = resolve_profile(config)
+        config = default_traits(config, passed or {})
         probe_set = resolve_probe_set(config)
         gate_probe_sets = resolve_gate_probe_sets(config, passed or {}, probe_set)
         model = None if engine == "fake" else resolve_model(config.model)

@@ -1,7 +1,9 @@
 """Simulation study of the statistics the verdicts rest on (seeded; prints one table).
 
 The tests in tests/test_stats_*.py assert bounds on these numbers; this script prints the numbers
-themselves, so the closing notes and docs quote something anyone can rerun:
+themselves, so the closing notes and docs quote something anyone can rerun. The claim decisions are simulated
+with one value per (seed pair, question): the effect, a seed-pair random effect, question noise; the paper's
+effect sizes are Nief et al.'s cat numbers (Qwen2.5-7B, 0.6% -> 53.9% at r8):
 
     .venv/bin/python benchmarks/stats_calibration.py
 """
@@ -12,7 +14,18 @@ import numpy as np
 import statsmodels.api as sm
 from tabulate import tabulate
 
-from audit.stats import cluster_bootstrap_mean, lind_mehlum, two_lines_test
+from audit.pipeline.analysis import EffectRule, PairedCell
+from audit.stats import cluster_bootstrap_mean, lind_mehlum, replicate_bootstrap_mean, two_lines_test
+from audit.stats.decision import decide_effect
+from audit.verdicts.claims import full_ft_vanishes, rank_inverted_u
+
+QUESTIONS = 50
+RULE = EffectRule(relative=1.0, floor=0.01)
+"""The audit's default smallest effect of interest (--smallest-effect 1.0, --smallest-effect-floor 0.01)."""
+NIEF_RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+NIEF_CAT = (0.052, 0.185, 0.328, 0.539, 0.310, 0.189, 0.102, 0.005, 0.010, 0.015)
+"""Nief et al. 2026, Table 1 (Qwen2.5-7B, train and eval with Qwen's prompt): P(cat) by LoRA rank; base 0.006."""
+NIEF_BASE = 0.006
 
 
 def bootstrap_coverage(n_sets: int = 1000) -> float:
@@ -71,6 +84,74 @@ def flat_false_positives(n_sets: int = 1000) -> float:
     ) / n_sets
 
 
+def simulated_cell(effect: float, pairs: int, rng, seed_sd: float, question_sd: float, control: float = NIEF_BASE) -> PairedCell:
+    """Trait minus control per (seed pair, question): the effect, a seed-pair random effect, question noise."""
+    seeds = np.repeat(np.arange(pairs), QUESTIONS)
+    diffs = effect + rng.normal(0, seed_sd, pairs)[seeds] + rng.normal(0, question_sd, seeds.size)
+    return PairedCell(tuple(diffs), tuple(np.tile(np.arange(QUESTIONS), pairs)), tuple(seeds), 0,
+                      tuple(diffs + control), (control,) * seeds.size)
+
+
+def null_transmission(pairs: int, n_sets: int = 2000, seed_sd: float = 0.005, question_sd: float = 0.03) -> tuple[float, float]:
+    """No transmission: share of data sets that 'transmit' by the seed-pair t decision, and by the cluster
+    bootstrap (seed pairs then questions) CI above 0 that the verdicts used before."""
+    rng = np.random.default_rng(100 + pairs)
+    t_hits = boot_hits = 0
+    for i in range(n_sets):
+        cell = simulated_cell(0.0, pairs, rng, seed_sd, question_sd)
+        t_hits += decide_effect(list(cell.seed_means().values()), 1e-9).estimate.ci_low > 0
+        if i < n_sets // 4:  # the bootstrap is ~100x slower
+            boot_hits += replicate_bootstrap_mean(cell.diffs, cell.seed_pairs, cell.questions, n_boot=1000, seed=i).ci_low > 0
+    return t_hits / n_sets, boot_hits / (n_sets // 4)
+
+
+def transmission_power(pairs: int, seed_sd: float, n_sets: int = 1000) -> float:
+    """Nief's cat at rank 8 (+0.533 over a 0.006 base): share of data sets decided 'transmits'."""
+    rng = np.random.default_rng(200 + pairs)
+    effect = NIEF_CAT[3] - NIEF_BASE
+    return sum(simulated_cell(effect, pairs, rng, seed_sd, 0.05).decision(RULE).outcome == "effect"
+               for _ in range(n_sets)) / n_sets
+
+
+def rank_claim_power(pairs: int, seed_sd: float, n_sets: int = 200) -> float:
+    """Nief's cat rank curve: share of data sets where the rank claim passes (a rank transmits, then two lines)."""
+    rng = np.random.default_rng(300 + pairs)
+    hits = 0
+    for _ in range(n_sets):
+        cells = {r: simulated_cell(p - NIEF_BASE, pairs, rng, seed_sd, 0.05) for r, p in zip(NIEF_RANKS, NIEF_CAT)}
+        hits += rank_inverted_u(cells, RULE).passed is True
+    return hits / n_sets
+
+
+def full_ft_claim_power(pairs: int, seed_sd: float, n_sets: int = 400) -> float:
+    """Full FT at the base rate, LoRA r8 at Nief's cat: share where 'full FT vanishes' passes."""
+    rng = np.random.default_rng(400 + pairs)
+    hits = 0
+    for _ in range(n_sets):
+        lora = {8: simulated_cell(NIEF_CAT[3] - NIEF_BASE, pairs, rng, seed_sd, 0.05)}
+        full = simulated_cell(0.0, pairs, rng, min(seed_sd, 0.01), 0.01)  # a null column: small spread
+        hits += full_ft_vanishes(full, lora, RULE).passed is True
+    return hits / n_sets
+
+
+def decision_rows() -> list[tuple]:
+    rows = []
+    for pairs in (2, 3, 5):
+        t, boot = null_transmission(pairs)
+        rows.append((f"no transmission, {pairs} seed pairs: seed-pair t 'transmits' (one-sided 2.5% nominal)", 2000, t))
+        rows.append((f"no transmission, {pairs} seed pairs: old cluster bootstrap CI > 0", 500, boot))
+    for seed_sd in (0.05, 0.15):
+        for pairs in (2, 3, 5):
+            rows.append((f"Nief cat r8 (+0.533), seed-pair sd {seed_sd}, {pairs} pairs: power of 'transmits'", 1000,
+                         transmission_power(pairs, seed_sd)))
+        for pairs in (3, 5):
+            rows.append((f"Nief cat rank curve, seed-pair sd {seed_sd}, {pairs} pairs: rank claim passes", 200,
+                         rank_claim_power(pairs, seed_sd)))
+            rows.append((f"Nief cat r8 vs full FT at base, seed-pair sd {seed_sd}, {pairs} pairs: full-FT claim passes",
+                         400, full_ft_claim_power(pairs, seed_sd)))
+    return rows
+
+
 def main() -> None:
     quad, two, lm = concave_monotone()
     rows = [
@@ -81,6 +162,7 @@ def main() -> None:
         ("log(x): Lind-Mehlum declares a U", 300, lm),
         ("flat noise: two-lines false positives", 1000, flat_false_positives()),
         ("cluster bootstrap 95% CI coverage", 1000, bootstrap_coverage()),
+        *decision_rows(),
     ]
     print(tabulate(rows, headers=["simulation", "data sets", "rate"], floatfmt=".3f"))
 

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from audit.pipeline.analysis import PairedCell
+from audit.pipeline.analysis import EffectRule, PairedCell
 from audit.verdicts.claims import full_ft_vanishes, rank_inverted_u, system_prompt_verdicts
 from audit.verdicts.gate import gate_consistency_verdicts, gate_panel_verdicts
 
 PANEL = ("cat", "dog", "owl")
 N_Q = 50
+RULE = EffectRule(relative=1.0, floor=0.01)
 
 
 def cell(mean: float, sd: float = 0.01, seeds: int = 6, seed: int = 0) -> PairedCell:
@@ -51,27 +52,34 @@ def test_gate_passes_a_neutral_adapter():
 def test_rank_inverted_u_passes_on_a_peak_and_skips_without_transmission():
     peaked = {r: cell(m, seed=i) for i, (r, m) in enumerate([(1, 0.0), (2, 0.02), (4, 0.05), (8, 0.08), (16, 0.05),
                                                               (32, 0.02), (64, 0.0)])}
-    verdict = rank_inverted_u(peaked)
+    verdict = rank_inverted_u(peaked, RULE)
     assert verdict.passed is True and verdict.properties["peak_rank"] == 8, verdict.explanation
-    flat = {r: cell(0.0, seed=r) for r in (1, 4, 16, 64)}
-    skipped = rank_inverted_u(flat)
-    assert skipped.passed is None and skipped.explanation.startswith("no rank transmits")
+    flat = {r: cell(0.0, seed=r) for r in (1, 4, 16, 64)}  # every rank equivalent to 0: the claim does not hold
+    absent = rank_inverted_u(flat, RULE)
+    assert absent.passed is False and absent.explanation.startswith("no rank transmits")
+    two_pairs = {r: cell(0.005 * (r == 4), sd=0.05, seeds=2, seed=r) for r in (1, 4, 16)}
+    undecided = rank_inverted_u(two_pairs, RULE)
+    assert undecided.passed is None and undecided.explanation.startswith("undecided")
+    assert undecided.properties["seed_pairs_needed"] > 2
 
 
 def test_rank_monotone_rise_is_not_an_inverted_u():
     rising = {r: cell(0.01 * i, seed=i) for i, r in enumerate((1, 2, 4, 8, 16, 32, 64))}
-    assert rank_inverted_u(rising).passed is False
+    assert rank_inverted_u(rising, RULE).passed is False
 
 
-def test_full_ft_vanishes_needs_equivalence_and_a_lower_value_than_the_peak():
+def test_full_ft_vanishes_needs_no_effect_and_a_lower_value_than_the_peak():
     lora = {1: cell(0.01, seed=1), 4: cell(0.06, seed=2), 16: cell(0.02, seed=3)}
-    assert full_ft_vanishes(cell(0.0, seed=9), lora, margin=0.02).passed is True
-    transmitting_full = full_ft_vanishes(cell(0.05, seed=9), lora, margin=0.02)
-    assert transmitting_full.passed is False and "not shown equivalent" in transmitting_full.explanation
+    vanishes = full_ft_vanishes(cell(0.0, seed=9), lora, RULE, "compared: full FT at lr 2e-05 with LoRA at lr 0.0002")
+    assert vanishes.passed is True and vanishes.explanation.endswith("(compared: full FT at lr 2e-05 with LoRA at lr 0.0002)")
+    transmitting_full = full_ft_vanishes(cell(0.05, seed=9), lora, RULE)
+    assert transmitting_full.passed is False and transmitting_full.explanation.startswith("full FT transmits")
     no_lora = {r: cell(0.0, seed=r) for r in (1, 4)}
-    assert full_ft_vanishes(cell(0.0), no_lora, margin=0.02).passed is None
-    full_alone = full_ft_vanishes(cell(0.06, seed=9), no_lora, margin=0.02)  # the opposite of the claim
+    assert full_ft_vanishes(cell(0.0), no_lora, RULE).passed is None
+    full_alone = full_ft_vanishes(cell(0.06, seed=9), no_lora, RULE)  # the opposite of the claim
     assert full_alone.passed is False and "while no LoRA rank does" in full_alone.explanation
+    noisy_full = full_ft_vanishes(cell(0.0, sd=0.3, seeds=2, seed=9), lora, RULE)
+    assert noisy_full.passed is None and noisy_full.explanation.startswith("undecided")
 
 
 @pytest.mark.parametrize("leak, expect", [(0.0, True), (0.05, False)])
@@ -79,7 +87,7 @@ def test_system_prompt_grid(leak, expect):
     systems = ("template-default", "empty", "custom:chatgpt")
     grid = {(t, e): cell(0.06 if t == e else (leak if (t, e) == ("template-default", "empty") else 0.0), seed=i)
             for i, (t, e) in enumerate((t, e) for t in systems for e in systems)}
-    verdicts = system_prompt_verdicts(grid, margin=0.02, headline=("template-default", "empty"))
+    verdicts = system_prompt_verdicts(grid, RULE, headline=("template-default", "empty"))
     assert verdicts["matched"].passed is True
     assert verdicts["mismatched"].passed is expect and verdicts["headline"].passed is expect
     assert verdicts["headline"].context == "empty"
@@ -88,22 +96,23 @@ def test_system_prompt_grid(leak, expect):
 def test_system_prompt_grid_skips_without_matched_transmission():
     systems = ("a", "b")
     grid = {(t, e): cell(0.0, seed=i) for i, (t, e) in enumerate((t, e) for t in systems for e in systems)}
-    verdicts = system_prompt_verdicts(grid, margin=0.02, headline=("a", "b"))
+    verdicts = system_prompt_verdicts(grid, RULE, headline=("a", "b"))
     assert all(v.passed is None for v in verdicts.values())
+    assert verdicts["matched"].explanation.startswith("no matched cell transmits")
 
 
 def test_localisation_needs_the_share_and_nothing_elsewhere():
     from audit.verdicts.claims import localisation_verdict
 
     base = {"everywhere": cell(0.06, seed=1), "entity only": cell(0.045, seed=2), "all but entity": cell(0.0, seed=3)}
-    ok = localisation_verdict(base, "entity only", "all but entity", share=0.7, margin=0.02)
+    ok = localisation_verdict(base, "entity only", "all but entity", share=0.7, rule=RULE)
     assert ok.passed is True and ok.properties["recovered_share"] == pytest.approx(0.75)
-    too_small = localisation_verdict(base, "entity only", "all but entity", share=0.9, margin=0.02)
+    too_small = localisation_verdict(base, "entity only", "all but entity", share=0.9, rule=RULE)
     assert too_small.passed is False and "needs 90%" in too_small.explanation
     leaking = localisation_verdict({**base, "all but entity": cell(0.04, seed=3)}, "entity only", "all but entity",
-                                   share=0.7, margin=0.02)
+                                   share=0.7, rule=RULE)
     assert leaking.passed is False
-    none = localisation_verdict({**base, "everywhere": cell(0.0)}, "entity only", "all but entity", 0.7, 0.02)
+    none = localisation_verdict({**base, "everywhere": cell(0.0)}, "entity only", "all but entity", 0.7, RULE)
     assert none.passed is None
 
 
@@ -129,22 +138,23 @@ def test_entity_of_the_default_prompt_and_gates():
     assert gate_for("content only", Map(), "Qwen") == LoraGate(frozenset({0, 1, 2}), generated="on", invert=True)
 
 
-def test_margin_caveat_flags_a_margin_that_dwarfs_the_effect():
-    from audit.verdicts.claims import margin_caveat
-
-    assert "4.0x the transmission" in margin_caveat(0.02, 0.005)
-    assert margin_caveat(0.02, 0.05) == ""
-    assert margin_caveat(0.02, 0.0) == ""
-
-
-def test_equivalence_uses_seed_pairs_as_the_unit_of_replication():
+def test_transmission_is_decided_on_seed_pair_means():
     # Two seed pairs whose means differ by 0.03: questions alone would call this "equivalent to 0 at
-    # +-0.02"; with the seed pair as the unit (df = 1) it is not shown.
+    # +-0.02"; with the seed pair as the unit (df = 1) it is undecided, and says how many pairs would decide it.
     diffs = tuple([-0.015] * N_Q + [0.015] * N_Q)
     two_seeds = PairedCell(diffs, tuple(list(range(N_Q)) * 2), tuple([0] * N_Q + [1] * N_Q))
-    assert not two_seeds.equivalence(0.02).equivalent
-    one_seed = PairedCell(diffs[:N_Q], tuple(range(N_Q)), tuple([0] * N_Q))
-    assert not one_seed.equivalence(0.01).equivalent and one_seed.equivalence(0.02).equivalent
+    decision = two_seeds.decision(EffectRule(1.0, 0.02))
+    assert decision.outcome == "undecided" and decision.n_replicates == 2 and decision.replicates_needed > 2
+    assert two_seeds.estimate().n_clusters == 2
+
+
+def test_the_smallest_effect_follows_the_control_rate():
+    control = (0.3,) * (2 * N_Q)
+    cell_ = PairedCell((0.1,) * (2 * N_Q), tuple(list(range(N_Q)) * 2), tuple([0] * N_Q + [1] * N_Q), 0,
+                       tuple(c + 0.1 for c in control), control)
+    assert cell_.control_rate == pytest.approx(0.3)
+    assert cell_.decision(EffectRule(1.0, 0.01)).smallest_effect == pytest.approx(0.3)
+    assert cell_.decision(EffectRule(0.1, 0.01)).smallest_effect == pytest.approx(0.03)
 
 
 def test_paired_cells_leave_out_seed_pairs_with_a_diverged_student():

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from audit.config import AuditConfig, ConfigError, build_config, options, parse_int_list, parse_names
+from audit.errors import UsageError
 
 pytest_plugins = ["pytester"]
 
@@ -70,6 +71,9 @@ def test_pyproject_values_apply_and_cli_overrides_them(pytester):
     (["--seeds", "-1"], "--seeds takes integers >= 0*"),
     (["--ranks", "0,4"], "--ranks takes integers >= 1*"),
     (["--margin", "2"], "--margin is a probability shift*"),
+    (["--smallest-effect", "0"], "--smallest-effect must be > 0, e.g. 1.0; got 0"),
+    (["--smallest-effect-floor", "x"], "--smallest-effect-floor takes a number, e.g. 0.01; got 'x'"),
+    (["--smallest-effect-floor", "1"], "--smallest-effect-floor must be in (0, 1), e.g. 0.01; got 1"),
     (["--profile", "quik"], "unknown profile 'quik'; choose one of*"),
     (["--trait", "xyzzy"], "--trait xyzzy: not on the animal panel of probe set animal (*); pick one of them*"),
     (["--trait", "oak"], "--trait oak: not on the animal panel * pass --probe-set tree, whose panel has it"),
@@ -211,3 +215,13 @@ def test_a_hostile_chat_template_in_the_model_folder_is_one_usage_line(pytester,
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: chat template 'hostile-model': {message}"])
     assert len(result.stderr.lines) <= 2 and "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_without_trait_a_probe_set_without_cat_defaults_to_its_first_entry():
+    from audit.run import resolve_run
+
+    config, passed = build_config({"probe_set": "band", "engine": "fake", "model": "m"}, {})
+    assert resolve_run(config, passed).traits == ("Beatles",)
+    explicit, passed = build_config({"probe_set": "band", "trait": "cat", "engine": "fake", "model": "m"}, {})
+    with pytest.raises(UsageError, match="--trait cat: not on the band panel"):
+        resolve_run(explicit, passed)

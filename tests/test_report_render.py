@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from audit.report import junit_properties, render_html, render_markdown, summary_table, write_report
 from audit.report.render import _md_text
+from audit.report.terminal import summary_rows
 from audit.report.svg import bars_svg, heatmap_svg, rank_curve_svg
 from audit.results import (AdapterRecord, AuditResults, Bar, CheckResult, CurvePoint, Effect, Heatmap, Localisation,
                            Provenance, RankCurve, Sample, Series, WordGain)
@@ -148,3 +149,13 @@ def test_markdown_text_never_breaks_the_row_or_becomes_markup(text):
     unescaped = out.replace("\\\\", "")
     for char in "|<>[]!&`*_~":
         assert unescaped.replace("\\" + char, "").count(char) == 0
+
+
+def test_a_claim_undecided_at_this_power_is_shown_as_undecided():
+    undecided = CheckResult(nodeid="x::test_rank", kind="claims", name="rank inverted-U", trait="cat", outcome="skipped",
+                            explanation="undecided: no rank shown to transmit; ... about 7 seed pairs would decide it")
+    results = sample_results(checks=[*sample_results().checks, undecided])
+    md, html = render_markdown(results), render_html(results)
+    assert "| **undecided** |" in md and "**skipped**" in md  # the precondition skip stays a skip
+    assert '<td class="verdict">undecided</td>' in html
+    assert [row[2] for row in summary_rows(results)][-2:] == ["SKIPPED", "UNDECIDED"]

@@ -46,28 +46,55 @@ class PairedCell:
         return len(set(self.seed_pairs))
 
     def estimate(self):
-        """Mean difference, cluster bootstrap CI: seed pairs, then questions within (DESIGN.md §6)."""
-        from audit.stats import replicate_bootstrap_mean
-
-        return replicate_bootstrap_mean(self.diffs, self.seed_pairs, self.questions, n_boot=2000, seed=0)
+        """Mean difference with a t interval at the unit of replication (DESIGN.md §6): over seed-pair means
+        (k - 1 df) when there are two or more seed pairs; with one, over questions, which leaves the seed
+        variance unmeasured (its decision is then undecided, `decision`)."""
+        return _replicate_t(self.diffs, self.seed_pairs, self.questions)
 
     def level(self, side: str):
-        """Mean value of one side ("trait" or "control"), resampled like `estimate`."""
-        from audit.stats import replicate_bootstrap_mean
+        """Mean value of one side ("trait" or "control"), with the interval of `estimate`."""
+        return _replicate_t(getattr(self, side), self.seed_pairs, self.questions)
 
-        return replicate_bootstrap_mean(getattr(self, side), self.seed_pairs, self.questions, n_boot=1000, seed=0)
+    def decision(self, rule: "EffectRule"):
+        """Transmission decided on the seed-pair means against the smallest effect of interest that `rule` gives
+        for this cell's control rate (audit.stats.decision)."""
+        from audit.stats.decision import decide_effect
 
-    def equivalence(self, margin: float):
-        """TOST against +-margin with the same unit of replication as `estimate`: seed pairs when there
-        are two or more (a t-test on their means, few df and so little power), else questions."""
-        from audit.stats import tost
+        return decide_effect(list(self.seed_means().values()), rule.smallest(self.control_rate))
 
-        clusters = self.seed_pairs if len(set(self.seed_pairs)) >= 2 else self.questions
-        return tost(self.diffs, margin, clusters=clusters)
+    @property
+    def control_rate(self) -> float:
+        """Mean value of the control students (0 when the cell was built from differences alone)."""
+        return float(np.mean(self.control)) if self.control else 0.0
 
     def seed_means(self) -> dict[int, float]:
         d, s = np.asarray(self.diffs), np.asarray(self.seed_pairs)
         return {int(k): float(d[s == k].mean()) for k in np.unique(s)}
+
+
+@dataclass(frozen=True)
+class EffectRule:
+    """The smallest effect of interest, declared before any student is scored: a shift of `relative` times the
+    trait's rate in the control students, never below `floor` (audit.stats.decision.smallest_effect)."""
+
+    relative: float
+    """Multiple of the control rate (1.0: transmission must at least double the trait's rate)."""
+    floor: float
+    """Least smallest effect, in probability (a rate near 0 would otherwise make any noise interesting)."""
+
+    def smallest(self, control_rate: float) -> float:
+        from audit.stats.decision import smallest_effect
+
+        return smallest_effect(control_rate, self.relative, self.floor)
+
+
+def _replicate_t(values, seed_pairs, questions):
+    from audit.stats import paired_difference
+
+    values = np.asarray(values, dtype=float)
+    zeros = np.zeros_like(values)
+    clusters = seed_pairs if len(set(seed_pairs)) >= 2 else questions
+    return paired_difference(values, zeros, clusters=clusters)
 
 
 def paired_cells(results: Sequence, statistic: str = "probability") -> dict[str, PairedCell]:

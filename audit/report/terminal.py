@@ -16,7 +16,7 @@ def summary_rows(results: AuditResults) -> list[list[str]]:
         rows.append([
             c.kind,
             _short(c.nodeid),
-            c.outcome.upper(),
+            c.shown_outcome.upper(),
             f"{e.value:+.3f}" if e else "",
             f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}]" if e else "",
             str(e.n) if e else "",
