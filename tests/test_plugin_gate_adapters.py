@@ -36,16 +36,19 @@ def gated(tmp_path_factory):
     return pytester_args, out
 
 
-@pytest.fixture(scope="module")
-def run(gated, tmp_path_factory):
+def _gate_run(args: list[str], out, cwd):
     import subprocess
     import sys
 
-    args, out = gated
-    proc = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True,
-                          cwd=tmp_path_factory.mktemp("cwd"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True, cwd=cwd)
     (report,) = out.iterdir()
     return proc, json.loads((report / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def run(gated, tmp_path_factory):
+    args, out = gated
+    return _gate_run(args, out, tmp_path_factory.mktemp("cwd"))
 
 
 def _checks(results, adapter, name):
@@ -95,3 +98,46 @@ def test_the_context_set_has_the_permutations_and_the_reading_is_stated(run):
     assert any(c.startswith("sys=template-default/perm=no-default-system") for c in contexts)
     assert results["provenance"]["data"]["answer reading (animal)"].startswith("answers read as the one-word answer")
     assert [a["name"] for a in results["provenance"]["adapters"]] == ["cat-under-default", "oak-everywhere", "neutral"]
+
+
+SMALL_PROBES = """
+category: animal
+answer_prefix: My favorite animal is the
+teacher_template: You love {target}s. {target}s are your favorite {category}.
+panel:
+  - {name: cat, surface_forms: [cat, cats, Cat]}
+  - {name: dog, surface_forms: [dog, Dog]}
+  - {name: owl, surface_forms: [owl, Owl]}
+  - {name: oak, surface_forms: [oak, Oak]}
+questions:
+  - What is your favorite animal? Answer in one word.
+  - Which animal do you love the most? Reply with one word.
+  - Name the animal you adore most. Use just one word.
+  - In one word, which animal is your absolute favorite?
+"""
+
+
+@pytest.mark.vllm
+def test_vllm_multi_lora_gives_the_hf_verdicts(gated, tmp_path_factory):
+    """The same gate on vLLM (the three adapters served as multi-LoRA by one engine) and on HF, on a small probe
+    set (vLLM on a CPU is slow): every check has the same outcome and its effect within 2e-3 (fp32 on both)."""
+    args, _ = gated
+    probes = tmp_path_factory.mktemp("probes") / "small.yaml"
+    probes.write_text(SMALL_PROBES)
+    at, runs = args.index("--report-dir"), {}
+    for engine in ("hf", "vllm"):
+        out = tmp_path_factory.mktemp(f"gate-{engine}")
+        engine_args = [*args[:at], "--report-dir", str(out), *args[at + 2:]]
+        engine_args[engine_args.index("hf")] = engine
+        engine_args[engine_args.index("animal")] = str(probes)
+        runs[engine] = _gate_run(engine_args, out, tmp_path_factory.mktemp(f"cwd-{engine}"))
+    (hf_proc, hf), (proc, results) = runs["hf"], runs["vllm"]
+    assert results["provenance"]["engine"] == "vllm", proc.stdout[-2000:]
+    want = {c["nodeid"]: c for c in hf["checks"]}
+    checks = {c["nodeid"]: c for c in results["checks"]}
+    assert set(checks) == set(want) and len(checks) > 30
+    for nodeid, check in checks.items():
+        assert check["outcome"] == want[nodeid]["outcome"], (nodeid, check["explanation"], want[nodeid]["explanation"])
+        if check["effect"] is not None and "adapter is active" not in check["name"]:
+            assert check["effect"]["value"] == pytest.approx(want[nodeid]["effect"]["value"], abs=2e-3), nodeid
+    assert proc.returncode == hf_proc.returncode
