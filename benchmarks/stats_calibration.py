@@ -136,10 +136,12 @@ def full_ft_claim_power(pairs: int, seed_sd: float, n_sets: int = 400) -> float:
 
 def decision_rows() -> list[tuple]:
     rows = []
-    for pairs in (2, 3, 5):
-        t, boot = null_transmission(pairs)
-        rows.append((f"no transmission, {pairs} seed pairs: seed-pair t 'transmits' (one-sided 2.5% nominal)", 2000, t))
-        rows.append((f"no transmission, {pairs} seed pairs: old cluster bootstrap CI > 0", 500, boot))
+    for seed_sd in (0.005, 0.03):
+        for pairs in (2, 3, 5):
+            t, boot = null_transmission(pairs, seed_sd=seed_sd)
+            what = f"no transmission, seed-pair sd {seed_sd}, {pairs} seed pairs"
+            rows.append((f"{what}: seed-pair t 'transmits' (one-sided 2.5% nominal)", 2000, t))
+            rows.append((f"{what}: old cluster bootstrap CI > 0", 500, boot))
     for seed_sd in (0.05, 0.15):
         for pairs in (2, 3, 5):
             rows.append((f"Nief cat r8 (+0.533), seed-pair sd {seed_sd}, {pairs} pairs: power of 'transmits'", 1000,
