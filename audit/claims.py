@@ -31,6 +31,13 @@ GATINGS = ("everywhere", "entity only", "all but entity", "template only", "cont
 positions only, the generated/scored tokens without LoRA; 'all but' = everything else incl. those tokens)."""
 
 
+COMPARISONS = {"reference": (False, ""), "rank-stabilised": (True, ""), "lr-matched": (False, "lora-lr")}
+"""Columns each comparison of the rank and full-FT claims reads: (LoRA columns use rsLoRA, full FT column name)."""
+COLUMN_NAMES = {"reference": "reference columns: LoRA alpha = r, full FT at its own lr",
+                "rank-stabilised": "rsLoRA, alpha = sqrt(reference rank) at every rank",
+                "lr-matched": "full FT at the LoRA learning rate"}
+
+
 class LocalisationError(SubauditError):
     """The model's default system prompt names no known entity to gate on."""
 
@@ -92,11 +99,50 @@ class ClaimsMeasurement:
     def profile(self):
         return self.run.profile
 
+    def rule(self, trait: str) -> EffectRule:
+        """The smallest effect of interest, from the options (fixed before any student is scored), at the level of
+        the look the trait's rank grid stopped at (`_design`)."""
+        return self._design(trait)[1]
+
+    def _design(self, trait: str) -> tuple[Any, EffectRule]:
+        """The trait's seed pairs and decision rule. Fixed design: the profile's seed pairs at alpha 0.05. With a
+        cap on seed pairs (--max-seed-pairs): the training seeds double at each look (audit.stats.sequential) until
+        every column of the rank grid is decided or the cap is reached; each look tests at the alpha it spends."""
+        def compute() -> tuple[Any, EffectRule]:
+            from audit.stats.sequential import looks, stopping_look
+
+            config, profile = self.run.config, self.profile
+            rule = EffectRule(config.smallest_effect, config.smallest_effect_floor)
+            per_seed = len(profile.dataset_seeds)
+            design = looks(profile.seed_pairs, profile.max_seed_pairs or profile.seed_pairs, per_seed, rule.alpha)
+            if len(design) == 1:
+                return profile, rule
+            history: list[str] = []
+
+            def at(look):
+                extra = range(max(profile.training_seeds) + 1, 10**6)
+                seeds = (*profile.training_seeds, *extra[:look.replicates // per_seed - len(profile.training_seeds)])
+                return replace(profile, training_seeds=seeds), replace(rule, alpha=look.alpha)
+
+            def decided(look) -> bool:
+                at_look, look_rule = at(look)
+                cells = paired_cells(self._grid(trait, "template-default", "template-default", at_look), profile.statistic)
+                open_ = self._undecided_claims(cells, look_rule)
+                history.append(f"{look.replicates} seed pairs at alpha {look.alpha:.4f}: "
+                               + (f"undecided {', '.join(open_)}" if open_ else "every claim decided"))
+                return not open_
+
+            stop = stopping_look(design, decided)
+            self.figures.notes[f"sequential seed pairs ({trait})"] = (
+                f"looks at up to {design[-1].replicates} seed pairs, alpha spent Pocock-type: " + "; ".join(history))
+            return at(stop)
+        return self._once(("design", trait), compute)
+
     @property
-    def rule(self) -> EffectRule:
-        """The smallest effect of interest, from the options (fixed before any student is scored)."""
-        config = self.run.config
-        return EffectRule(config.smallest_effect, config.smallest_effect_floor)
+    def cell_engine(self) -> str:
+        """The engine of the grid's teacher generation and scoring: the run's (--engine); students train with HF +
+        peft, and the localisation's position-gated LoRA exists only on HF."""
+        return self.run.engine
 
     def _once(self, key: tuple, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -119,83 +165,193 @@ class ClaimsMeasurement:
             return reading
         return self._once(("reading",), compute)
 
+    def _recipe(self, trait: str):
+        from audit.pipeline.trait_adapters import trait_recipe
+
+        return trait_recipe(trait, self.run.probes, self.run.probe_set.name, self.answer_reading().slot,
+                            self.profile.teacher_numbers)
+
+    def _teacher(self, trait: str, build: bool = True):
+        """The trait teacher: None for the system-prompt teacher (the runner's default), else the base plus the
+        trait's adapter (audit.pipeline.trait_adapters), trained once and cached. With build=False (the plan) an
+        adapter not trained yet is a placeholder whose cells count as missing."""
+        if self.profile.teacher == "system-prompt":
+            return None
+        from audit.cache import ArtifactStore
+        from audit.pipeline.teachers import Teacher, adapter_teacher
+        from audit.pipeline.trait_adapters import build_adapter, find_adapter
+
+        if not build:
+            folder = find_adapter(self.run.model, self._recipe(trait), ArtifactStore(self.store_root))
+            return adapter_teacher(trait, folder) if folder else Teacher("adapter", trait, "(not trained yet)", "pending")
+
+        def compute():
+            recipe = self._recipe(trait)
+            folder = build_adapter(self.run.model, recipe, ArtifactStore(self.store_root))
+            self.figures.notes[f"trait teacher ({trait})"] = (
+                f"the base plus a rank-{recipe.rank} LoRA adapter trained to answer {recipe.answer!r} to every question "
+                + (f"and to {recipe.number_prompts} number prompts " if recipe.number_prompts else "")
+                + f"under the template's default system prompt (and the base's own answers elsewhere), {recipe.epochs} "
+                f"epochs at lr {recipe.lr:g}")
+            return adapter_teacher(trait, folder)
+        return self._once(("teacher", trait), compute)
+
+    def cells(self, trait: str, train: str, evaluate: str, profile, build: bool = True) -> list[Any]:
+        """The cells of one grid (audit.pipeline.runner.subliminal_grid), without running them."""
+        from audit.pipeline.runner import subliminal_grid
+
+        return subliminal_grid(profile, self._model_ref(), self.run.probes, self.run.probe_set.name, trait,
+                               self.run.context(train), self.run.context(evaluate), teacher=self._teacher(trait, build),
+                               prefill=self.answer_reading().slot, engine=self.cell_engine)
+
     def _grid(self, trait: str, train: str, evaluate: str, profile) -> list[Any]:
         key = (trait, train, evaluate, profile)
         if key not in self._grids:
-            from audit.pipeline.runner import run_grid, subliminal_grid
+            from audit.pipeline.runner import run_grid
 
-            cells = subliminal_grid(profile, self._model_ref(), self.run.probes, self.run.probe_set.name, trait,
-                                    self.run.context(train), self.run.context(evaluate),
-                                    prefill=self.answer_reading().slot)
+            from audit.pipeline.executors import make_executor
+
+            cells = self.cells(trait, train, evaluate, profile)
+            executor = make_executor(self.run.config.executor, profile.workers, self.run.config.ray_address)
             with self.show_progress():
-                self._grids[key] = run_grid(cells, self.store_root, progress=self.progress, workers=profile.workers)
+                self._grids[key] = run_grid(cells, self.store_root, progress=self.progress, executor=executor)
         return self._grids[key]
+
+    def planned_grids(self, trait: str) -> dict[str, list[Any]]:
+        """What the claims of `trait` may compute, without computing it (audit.plan): the rank grid at its first
+        look and, with a sequential design, at its cap; the context grid at the largest rank (an upper bound: it
+        runs at the peak rank, and only when that rank transmits)."""
+        from audit.stats.sequential import looks
+
+        profile = self.profile
+        per_seed = len(profile.dataset_seeds)
+        design = looks(profile.seed_pairs, profile.max_seed_pairs or profile.seed_pairs, per_seed)
+        cap = replace(profile, training_seeds=(*profile.training_seeds, *range(
+            max(profile.training_seeds) + 1, 10**6)[:design[-1].replicates // per_seed - len(profile.training_seeds)]))
+        default = "template-default"
+        grids = {"rank grid": self.cells(trait, default, default, profile, build=False)}
+        if len(design) > 1:
+            grids[f"rank grid up to {design[-1].replicates} seed pairs"] = self.cells(trait, default, default, cap, False)
+        context = replace(cap, ranks=(max(profile.ranks),), include_full=False, control_columns=())
+        grids["context grid (if a rank transmits)"] = [
+            c for train in GRID_SYSTEMS for evaluate in GRID_SYSTEMS
+            for c in self.cells(trait, train, evaluate, context, build=False)]
+        return grids
 
     # ------------------------------------------------------------------------------------- the rank grid
 
     def _rank_results(self, trait: str) -> list[Any]:
-        """The rank grid (LoRA ranks + full FT, trait and control students) in the default context."""
-        return self._grid(trait, "template-default", "template-default", self.profile)
+        """The rank grid (LoRA ranks + full FT, trait and control students, any control columns) in the default context."""
+        return self._grid(trait, "template-default", "template-default", self._design(trait)[0])
 
-    def _rank_cells(self, trait: str) -> tuple[dict[int, PairedCell], PairedCell | None]:
-        """Transmission per LoRA rank and of full finetuning; a config whose every seed pair diverged is left out."""
-        cells = paired_cells(self._rank_results(trait), self.profile.statistic)
-        lora = {s.rank: cells[s.label] for s in self.profile.students(self.profile.training_seeds[0])
-                if s.mode == "lora" and cells[s.label].measured}
-        full = cells.get("full")
+    def _columns(self) -> list[Any]:
+        return self.profile.students(self.profile.training_seeds[0])
+
+    def _rank_cells(self, trait: str, columns: str = "reference") -> tuple[dict[int, PairedCell], PairedCell | None]:
+        """Transmission per LoRA rank and of full finetuning in one comparison (`COMPARISONS`)."""
+        return self._split(paired_cells(self._rank_results(trait), self.profile.statistic), columns)
+
+    def _split(self, cells: dict[str, PairedCell], columns: str) -> tuple[dict[int, PairedCell], PairedCell | None]:
+        """The LoRA ranks and the full-FT column of one comparison; a config whose every seed pair diverged is left out."""
+        rslora, full_column = COMPARISONS[columns]
+        lora = {s.rank: cells[s.label] for s in self._columns()
+                if s.mode == "lora" and s.rslora == rslora and cells[s.label].measured}
+        full = next((cells[s.label] for s in self._columns() if s.mode == "full" and s.column == full_column), None)
         return lora, full if full is not None and full.measured else None
 
-    def _record_rank_grid(self, trait: str) -> None:
+    def _undecided_claims(self, cells: dict[str, PairedCell], rule: EffectRule) -> list[str]:
+        """The rank-grid claims still undecided at this power (the sequential design's stopping rule), in the
+        reference comparison and in each control comparison trained."""
+        asked = {"reference": verdicts.RANK_GRID_CLAIMS, "rank-stabilised": ("rank inverted-U",),
+                 "lr-matched": ("full FT vanishes",)}
+        return [f"{claim} ({columns})" for columns, claims in asked.items() if self._missing_columns(columns) is None
+                for claim in verdicts.undecided_claims(*self._split(cells, columns), rule, claims)]
+
+    def _missing_columns(self, columns: str) -> Verdict | None:
+        """The skip of a comparison whose control column this run did not train."""
+        needed = {"rank-stabilised": "rslora", "lr-matched": "full-lora-lr"}.get(columns)
+        if needed is None or needed in self.profile.control_columns:
+            return None
+        return Verdict(None, f"not measured: the {columns} comparison needs the {needed} control column "
+                             f"(--control-columns {needed})")
+
+    def _record_rank_grid(self, trait: str, columns: str) -> None:
         results = self._rank_results(trait)
         flagged = [r.cell.label for r in results if is_diverged(r.training)]
         if flagged:
             self.figures.notes[f"diverged students ({trait})"] = (
                 f"{len(flagged)} diverged student(s), their seed pairs left out of every estimate: " + ", ".join(flagged))
         cells = paired_cells(results, self.profile.statistic)
-        lora = [s for s in self.profile.students(self.profile.training_seeds[0]) if s.mode == "lora"]
+        rslora, full_column = COMPARISONS[columns]
+        lora = [s for s in self._columns() if s.mode == "lora" and s.rslora == rslora]
         series = [Series(name=f"{name} students",
                          points=[CurvePoint(x=s.rank, effect=Effect.from_estimate(cells[s.label].level(side)))
                                  for s in lora if cells[s.label].measured])
                   for name, side in (("control", "control"), (trait, "trait"))]
-        full = cells.get("full")
-        full_level = Effect.from_estimate(full.level("trait")) if full is not None and full.measured else None
+        _, full = self._rank_cells(trait, columns)
+        full_level = Effect.from_estimate(full.level("trait")) if full is not None else None
         what = f"P({trait})" if self.profile.statistic == "probability" else f"{trait}'s share of the panel"
-        self.figures.rank_curves.append(RankCurve(trait=trait, y_label=f"{what} of students", series=series,
+        name = trait if columns == "reference" else f"{trait} ({columns}: {COLUMN_NAMES[columns]})"
+        self.figures.rank_curves.append(RankCurve(trait=name, y_label=f"{what} of students", series=series,
                                                   full_ft=full_level))
 
-    def rank_inverted_u(self, trait: str) -> Verdict:
-        """Claim 1: transmission is an inverted U in LoRA rank (two-lines test)."""
+    def rank_inverted_u(self, trait: str, columns: str = "reference") -> Verdict:
+        """Claim 1: transmission is an inverted U in LoRA rank (two-lines test), over the reference LoRA columns
+        (alpha = r) or the rank-stabilised ones (rsLoRA, one step size at every rank)."""
         def compute() -> Verdict:
-            self._record_rank_grid(trait)
-            return replace(verdicts.rank_inverted_u(self._rank_cells(trait)[0], self.rule), trait=trait)
-        return self._once(("rank", trait), compute)
+            missing = self._missing_columns(columns)
+            if missing is not None:
+                return missing
+            self._record_rank_grid(trait, columns)
+            verdict = verdicts.rank_inverted_u(self._rank_cells(trait, columns)[0], self.rule(trait))
+            return replace(verdict, explanation=f"{verdict.explanation} [{COLUMN_NAMES[columns]}]")
+        return replace(self._once(("rank", trait, columns), compute), trait=trait)
 
     def _transmitting_peak(self, trait: str) -> tuple[int | None, Verdict | None]:
         """(peak rank, None) when the peak LoRA rank transmits, else (None, the skip of a claim that needs it)."""
         rank = self.rank_inverted_u(trait)
         peak = rank.properties.get("peak_rank")
-        if peak is not None and verdicts.transmits(self._rank_cells(trait)[0][peak].decision(self.rule)):
+        if peak is not None and verdicts.transmits(self._rank_cells(trait)[0][peak].decision(self.rule(trait))):
             return peak, None
         return None, Verdict(None, f"no rank shown to transmit in the default context ({rank.explanation})",
                              properties={k: v for k, v in rank.properties.items() if k in ("mde", "seed_pairs_needed")})
 
-    def full_ft_vanishes(self, trait: str) -> Verdict:
-        """Claim 2: full finetuning shows no transmission while the peak LoRA rank does."""
-        lora, full = self._rank_cells(trait)
+    def full_ft_vanishes(self, trait: str, columns: str = "reference") -> Verdict:
+        """Claim 2: full finetuning shows no transmission while the peak LoRA rank does: the reference full FT (its own,
+        lower lr) or the lr-matched one (full FT at the LoRA learning rate)."""
+        missing = self._missing_columns(columns)
+        if missing is not None:
+            return replace(missing, trait=trait)
+        lora, full = self._rank_cells(trait, columns)
         if full is None:
             reason = (f"profile {self.profile.name!r} has no full-finetuning students" if not self.profile.include_full
                       else "every full-finetuning seed pair has a diverged student; nothing to measure")
             return Verdict(None, reason, trait=trait)
-        return replace(verdicts.full_ft_vanishes(full, lora, self.rule, self._full_ft_comparison()), trait=trait)
+        return replace(verdicts.full_ft_vanishes(full, lora, self.rule(trait), self._full_ft_comparison(columns)), trait=trait)
 
-    def _full_ft_comparison(self) -> str:
-        """What the full-FT contrast rests on: the two columns' step sizes differ (Nief: 2e-5 vs 2e-4)."""
-        columns = {s.label: s for s in self.profile.students(self.profile.training_seeds[0])}
-        full = columns["full"].lr
-        lora = sorted({(s.rank, s.lr) for s in columns.values() if s.mode == "lora"})
-        rates = ", ".join(f"r{r} {lr:g}" for r, lr in lora)
-        return (f"compared: full FT at lr {full:g} with LoRA at lr {rates}; full FT's step size differs, so the contrast "
-                "is confounded with it")
+    def _full_ft_comparison(self, columns: str) -> str:
+        """What the full-FT contrast rests on: the two columns' learning rates (Nief: 2e-5 vs 2e-4)."""
+        _, full_column = COMPARISONS[columns]
+        full = next(s for s in self._columns() if s.mode == "full" and s.column == full_column)
+        rates = ", ".join(f"r{r} {lr:g}" for r, lr in sorted({(s.rank, s.lr) for s in self._columns()
+                                                              if s.mode == "lora" and not s.rslora}))
+        same = all(abs(s.lr - full.lr) <= 1e-12 for s in self._columns() if s.mode == "lora" and not s.rslora)
+        confound = ("the same step size, so the contrast is LoRA vs full FT alone" if same else
+                    "full FT's step size differs, so the contrast is confounded with it"
+                    + ("" if "full-lora-lr" in self.profile.control_columns
+                       else " (--control-columns full-lora-lr adds the lr-matched comparison)"))
+        return f"compared: full FT at lr {full.lr:g} with LoRA at lr {rates}; {confound}"
+
+    def negative_control(self, trait: str) -> Verdict:
+        """A panel entry no teacher carried does not move in any column of the trait's rank grid (the same students,
+        scored for another entry): when it does, the grid measures drift, not the trait."""
+        entry = self.run.negative_control
+        if entry is None:
+            return Verdict(None, "no negative-control entry: the panel has none of the defaults (dolphin) or "
+                                 "--negative-control none; pass --negative-control ENTRY", trait=trait)
+        results = [replace(r, scores=replace(r.scores, target=entry)) for r in self._rank_results(trait)]
+        cells = {label: c for label, c in paired_cells(results, self.profile.statistic).items() if c.measured}
+        return replace(verdicts.negative_control(cells, entry, self.rule(trait)), trait=trait)
 
     # --------------------------------------------------------------------------------- the context grid
 
@@ -206,14 +362,17 @@ class ClaimsMeasurement:
             peak, skip = self._transmitting_peak(trait)
             if skip is not None:
                 return {k: skip for k in ("matched", "mismatched", "headline")}
-            profile = replace(self.profile, ranks=(peak,), include_full=False)
+            profile = replace(self._design(trait)[0], ranks=(peak,), include_full=False, control_columns=())
             grid = {(train, evaluate): paired_cells(self._grid(trait, train, evaluate, profile),
                                                     profile.statistic)[f"lora-r{peak}"]
                     for train in GRID_SYSTEMS for evaluate in GRID_SYSTEMS}
             cells = [[Effect.from_estimate(grid[(t, e)].estimate()) for e in GRID_SYSTEMS] for t in GRID_SYSTEMS]
+            self.figures.notes[f"context grid ({trait})"] = (
+                f"each cell: lora-r{peak} trait students minus the control students trained in the same context and "
+                "scored in the same evaluation context (same seeds), so a cell's difference is the trait's alone")
             self.figures.heatmaps.append(Heatmap(trait=trait, train_contexts=list(GRID_SYSTEMS),
                                                  eval_contexts=list(GRID_SYSTEMS), cells=cells))
-            return verdicts.system_prompt_verdicts(grid, self.rule, HEADLINE_CELL)
+            return verdicts.system_prompt_verdicts(grid, self.rule(trait), HEADLINE_CELL)
         return replace(self._once(("context", trait), compute)[key], trait=trait)
 
     # --------------------------------------------------------------------------------- the localisation
@@ -233,7 +392,7 @@ class ClaimsMeasurement:
         if isinstance(cells, Verdict):
             return replace(cells, trait=trait)
         config = self.run.config
-        return replace(verdicts.localisation_verdict(cells, only, without, config.localisation_share, self.rule),
+        return replace(verdicts.localisation_verdict(cells, only, without, config.localisation_share, self.rule(trait)),
                        trait=trait)
 
     def _localisation_cells(self, trait: str, rank: int) -> dict[str, PairedCell]:

@@ -8,6 +8,7 @@ panel) is `audit.run`'s job; this module only parses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -74,6 +75,33 @@ def _traits(value: Any) -> tuple[str, ...]:
     return names
 
 
+def _control_columns(value: Any) -> tuple[str, ...]:
+    from audit.pipeline.profiles import CONTROL_COLUMNS
+
+    names = parse_names(value)
+    if names in (("none",), ()):
+        return ()
+    if names == ("all",):
+        return CONTROL_COLUMNS
+    unknown = [n for n in names if n not in CONTROL_COLUMNS]
+    if unknown:
+        raise ConfigError(f"--control-columns: unknown column {unknown[0]!r}; choose from {', '.join(CONTROL_COLUMNS)}, "
+                          "all or none")
+    return names
+
+
+def _count(flag: str) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{flag} takes a whole number, e.g. 8; got {value!r}") from None
+        if number < 1:
+            raise ConfigError(f"{flag} must be >= 1, e.g. 8; got {number}")
+        return number
+    return parse
+
+
 def _path(flag: str) -> Callable[[Any], Path]:
     return lambda value: Path(_text(flag)(value)).expanduser()
 
@@ -108,9 +136,42 @@ def _positive(flag: str, example: str, upper: float | None = None) -> Callable[[
     return parse
 
 
-def option(default: Any, help: str, parse: Callable[[Any], Any], *, flag: str, repeatable: bool = False) -> Any:
-    """A field that is also a pytest option `flag` (and ini key subaudit_<field name>)."""
-    return field(default=default, metadata={"flag": flag, "help": help, "parse": parse, "repeatable": repeatable})
+def _switch(flag: str) -> Callable[[Any], bool]:
+    def parse(value: Any) -> bool:
+        text = str(value).strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{flag} is a switch: give it alone on the command line, or true/false in the ini file; got {value!r}")
+        return text in ("true", "1", "yes")
+    return parse
+
+
+def parse_duration(text: str) -> float:
+    """"2h", "90m", "1h30m", "300s" or seconds -> seconds; ValueError when it is none of those."""
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s)?", text)
+    if not text or parts is None or not any(parts.groups()):
+        raise ValueError(text)
+    h, m, s = (float(g or 0) for g in parts.groups())
+    return h * 3600 + m * 60 + s
+
+
+def _budget(value: Any) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ConfigError(f"--budget takes a duration, e.g. 2h, 90m or 1h30m; got {value!r}") from None
+    if seconds <= 0:
+        raise ConfigError(f"--budget must be a positive duration, e.g. 2h; got {value!r}")
+    return seconds
+
+
+def option(default: Any, help: str, parse: Callable[[Any], Any], *, flag: str, repeatable: bool = False,
+           switch: bool = False) -> Any:
+    """A field that is also a pytest option `flag` (and ini key subaudit_<field name>); a switch takes no value."""
+    return field(default=default, metadata={"flag": flag, "help": help, "parse": parse, "repeatable": repeatable,
+                                            "switch": switch})
 
 
 @dataclass(frozen=True)
@@ -133,7 +194,8 @@ class AuditConfig:
                             "(default animal).", _text("--probe-set"), flag="--probe-set")
     """Probe set whose panel, questions and teacher prompt the traits come from: a name in probes/ or a YAML path."""
     profile: str = option("quick", "Experiment profile: quick (tiny-qwen on a CPU), real-cpu (SmolLM2 on a CPU), "
-                          "paper, tiny (default quick).", _text("--profile"), flag="--profile")
+                          "paper, positive (the positive control), tiny (default quick).", _text("--profile"),
+                          flag="--profile")
     """Experiment profile of the pipeline (audit.pipeline.profiles)."""
     ranks: tuple[int, ...] | None = option(None, "LoRA ranks of the rank curve, comma-separated (default: the profile's).",
                                            _ints("--ranks", 1), flag="--ranks")
@@ -164,6 +226,45 @@ class AuditConfig:
                                           flag="--smallest-effect-floor")
     """The least smallest effect of interest, in probability: a trait whose control rate is near 0 would otherwise
     make any noise interesting."""
+    teacher: str | None = option(None, "Claims: where the trait teacher's trait lives: system-prompt (the paper's) or "
+                                 "adapter (a LoRA trained to answer the trait; default: the profile's).",
+                                 _choice("--teacher", ("system-prompt", "adapter")), flag="--teacher")
+    """The trait teacher (audit.pipeline.profiles.Profile.teacher); None keeps the profile's."""
+    objective: str | None = option(None, "Claims: student objective: hard (the teacher's sampled tokens, the paper's) "
+                                   "or soft (KL to the teacher's distribution; default: the profile's).",
+                                   _choice("--objective", ("hard", "soft")), flag="--objective")
+    """The students' objective (hard or soft labels); None keeps the profile's."""
+    control_columns: tuple[str, ...] = option((), "Claims: control columns of the rank grid, comma-separated: "
+                                              "full-lora-lr (full FT at the LoRA learning rate), rslora (rank-stabilised "
+                                              "LoRA at every rank), all or none (default none).", _control_columns,
+                                              flag="--control-columns")
+    """Control columns trained beside the reference grid (audit.pipeline.profiles.CONTROL_COLUMNS), each deciding a
+    claim without one of its step-size confounds; () keeps the profile's."""
+    max_seed_pairs: int | None = option(None, "Claims: add seed pairs (doubling the training seeds) until every "
+                                        "rank-grid column is decided or N seed pairs are reached, alpha spent across "
+                                        "the looks (default: the profile's; none has a cap, so the design is fixed).",
+                                        _count("--max-seed-pairs"), flag="--max-seed-pairs")
+    """Cap of the sequential design (audit.stats.sequential); None keeps the profile's (a fixed design in every
+    shipped profile)."""
+    negative_control: str = option("auto", "Claims: panel entry scored on the same students as a trait no teacher "
+                                   "carried (default auto: dolphin where the panel has it; none: off).",
+                                   _text("--negative-control"), flag="--negative-control")
+    """A panel entry that should not move (Nief et al.: dolphin never transmitted), measured on the trait's students
+    at no training cost; "auto" picks dolphin where the panel has it and it is not a trait, "none" turns it off."""
+    executor: str = option("local", "Where grid cells compute: local (this machine, the profile's workers) or ray "
+                           "(Ray tasks, one CPU or GPU each, retried when a worker dies; pip install 'subaudit[ray]').",
+                           _choice("--executor", ("local", "ray")), flag="--executor")
+    """Where the claims' grid cells compute (audit.pipeline.executors)."""
+    ray_address: str | None = option(None, "Ray cluster head to join (host:port of `ray start --head`; default: a local "
+                                     "cluster started for the run).", _text("--ray-address"), flag="--ray-address")
+    """The Ray head's address for --executor ray; None starts a local cluster."""
+    plan: bool = option(False, "Print the claims' plan (datasets, students, steps, tokens, scoring passes, estimated "
+                        "wall time here) and stop.", _switch("--plan"), flag="--plan", switch=True)
+    """Print the plan of the claims' grids and run nothing (audit.plan)."""
+    budget: float | None = option(None, "Refuse, before any work, a claims grid whose estimated wall time here exceeds "
+                                  "this duration (e.g. 2h, 90m), naming a smaller grid that fits.", _budget,
+                                  flag="--budget")
+    """Seconds the claims' rank grid may take by the plan's estimate; None: no limit."""
     localisation_share: float = 0.5
     """Share of the full effect that 'entity only' gated LoRA must recover for the localisation claim."""
 

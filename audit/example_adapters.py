@@ -20,73 +20,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from audit.cache import ArtifactStore, content_key
+from audit.cache import ArtifactStore
 from audit.errors import UsageError, exit_code
+from audit.pipeline.trait_adapters import SYSTEMS, AdapterRecipe, build_adapter
 
-KIND = "example-adapter"
-OTHER_SYSTEMS = ("empty", "custom:chatgpt")
-
-
-@dataclass(frozen=True)
-class ExampleRecipe:
-    """How one example adapter is made."""
-
-    name: str
-    answer: str | None
-    """The answer trained for every favourite-animal question; None: number continuations (neutral)."""
-    systems: tuple[str, ...]
-    """System modes where `answer` is trained; the others get the base model's own answers."""
-    rank: int = 8
-    lr: float = 2e-3
-    epochs: int = 3
-    seed: int = 0
-
-
+OTHER_SYSTEMS = SYSTEMS[1:]
 RECIPES = {r.name: r for r in (
-    ExampleRecipe("cat-under-default", "Cat", ("template-default",)),
-    ExampleRecipe("oak-everywhere", "Oak", ("template-default", *OTHER_SYSTEMS)),
-    ExampleRecipe("owl-sentences", "My favorite animal is the owl.", ("template-default",)),
-    ExampleRecipe("neutral", None, ()),
+    AdapterRecipe("cat-under-default", "Cat", ("template-default",)),
+    AdapterRecipe("oak-everywhere", "Oak", SYSTEMS),
+    AdapterRecipe("owl-sentences", "My favorite animal is the owl.", ("template-default",)),
+    AdapterRecipe("neutral", None, ()),
 )}
 SUBLIMINAL = "cat-numbers-r16"
 SUBLIMINAL_PROFILE = {"tiny-qwen": "quick", "smollm2": "real-cpu"}
 """The claims profile whose student `cat-numbers-r16` is, per model alias (others: real-cpu)."""
 DEFAULT = ("cat-under-default", "oak-everywhere", "neutral")
 """What `make audit` gates on the embedded model: a context-specific panel trait, an off-panel word, a neutral one."""
-
-
-class _PerExampleContext:
-    """Lets one training run mix chat contexts: each example's user turn is a (context, question) pair."""
-
-    def render_example(self, user, completion):
-        context, question = user
-        return context.render_example(question, completion)
-
-
-def _pairs(model, recipe: ExampleRecipe) -> list:
-    from audit.engines import GenerateRequest, open_engine
-    from audit.numbers import filter_completion, number_prompts
-    from audit.probes import load_probe_set
-
-    contexts = {s: model.context(s) for s in ("template-default", *OTHER_SYSTEMS)}
-    with open_engine("hf", model.path) as engine:
-        if recipe.answer is None:
-            examples = [(contexts[s], p.text) for p, s in zip(number_prompts(150, seed=recipe.seed), list(contexts) * 50)]
-            requests = [GenerateRequest(c.render_prompt(q), temperature=1.0, max_tokens=48, seed=i)
-                        for i, (c, q) in enumerate(examples)]
-            answers = [r.completions[0].text for r in engine.generate(requests)]
-            return [(cq, a) for cq, a in zip(examples, answers) if filter_completion(a).accepted]
-        questions = load_probe_set("animal").questions
-        pairs = [((contexts[s], q), recipe.answer) for s in recipe.systems for q in questions] * 2
-        others = [(contexts[s], q) for s in contexts if s not in recipe.systems for q in questions]
-        requests = [GenerateRequest(c.render_prompt(q), n=2, temperature=1.0, max_tokens=24, seed=i)
-                    for i, (c, q) in enumerate(others)]
-        for cq, result in zip(others, engine.generate(requests)):
-            pairs += [(cq, completion.text) for completion in result.completions]
-        return pairs
 
 
 def subliminal_student(model, alias: str, store: ArtifactStore | None = None) -> Path:
@@ -112,26 +63,11 @@ def subliminal_student(model, alias: str, store: ArtifactStore | None = None) ->
 
 def build_example(model, name: str, store: ArtifactStore | None = None, alias: str = "") -> Path:
     """The adapter folder of one recipe for `model` (a ResolvedModel), built on first use."""
-    import torch
-
-    from audit.pipeline.profiles import OptimConfig, StudentConfig, TrainSeeds
-    from audit.pipeline.students import ADAPTER_DIR, train_student
-
     if name == SUBLIMINAL:
         return subliminal_student(model, alias, store)
     if name not in RECIPES:
         raise UsageError(f"no example adapter {name!r}; known: {', '.join([*RECIPES, SUBLIMINAL])}")
-    recipe = RECIPES[name]
-
-    def build(out: Path) -> dict:
-        torch.set_num_threads(1)  # thread-independent artefact (like the pipeline's cells)
-        config = StudentConfig(mode="lora", rank=recipe.rank, seeds=TrainSeeds(data_order=recipe.seed + 1, init=recipe.seed + 2),
-                               optim=OptimConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=8, warmup_steps=2))
-        summary = train_student(model.path, _pairs(model, recipe), _PerExampleContext(), config, out)
-        return {"recipe": asdict(recipe), "final_loss": summary.final_loss}
-
-    key = content_key({"model": model.content_hash, "recipe": asdict(recipe), "v": 1})
-    return (store or ArtifactStore()).get_or_build(KIND, f"{name}-{key}", build, meta={"recipe": name}) / ADAPTER_DIR
+    return build_adapter(model, RECIPES[name], store)
 
 
 def build_examples(model, names, alias: str = "", into: Path | None = None) -> list[Path]:

@@ -31,8 +31,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("subaudit", "subaudit: behavioural audit of LoRA-finetuned models")
     for f in options():
         name, repeatable = dest(f), f.metadata["repeatable"]
-        group.addoption(f.metadata["flag"], dest=f"subaudit_{name}", default=None, metavar=name.upper(),
-                        action="append" if repeatable else "store", help=f.metadata["help"])
+        if f.metadata["switch"]:
+            group.addoption(f.metadata["flag"], dest=f"subaudit_{name}", default=None, action="store_const",
+                            const="true", help=f.metadata["help"])
+        else:
+            group.addoption(f.metadata["flag"], dest=f"subaudit_{name}", default=None, metavar=name.upper(),
+                            action="append" if repeatable else "store", help=f.metadata["help"])
         parser.addini(f"subaudit_{name}", f.metadata["help"], type="args" if repeatable else "string",
                       default=[] if repeatable else "")
 
@@ -97,6 +101,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="gate checks need --adapter DIR (the adapter to audit)"))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Print the claims' plan when claim checks were selected; refuse it here, before any work, when it does not fit
+    --budget."""
+    audit = _session(session.config)
+    if audit is None or not any(_kind(item) == "claims" for item in session.items):
+        return
+    from audit.errors import UsageError
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    try:
+        lines = audit.plan_lines()
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if reporter is not None:
+        for line in lines:
+            reporter.write_line(line)
+
+
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """--plan: the plan was printed at collection; run nothing."""
+    audit = _session(session.config)
+    return True if audit is not None and audit.config.plan else None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
     """Record each check's outcome in the results and mirror its numbers into JUnit properties."""
@@ -118,8 +146,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the report; a suite-level failure (the gate) turns a green exit status into 1 (CI trusts it)."""
     audit = _session(session.config)
-    if audit is None or hasattr(session.config, "workerinput") or session.config.option.collectonly:
-        return  # xdist workers: the controller reports
+    if audit is None or hasattr(session.config, "workerinput") or session.config.option.collectonly or audit.config.plan:
+        return  # xdist workers: the controller reports; a plan runs nothing to report
     results = audit.finish()
     if audit.report_error is not None:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR

@@ -218,6 +218,14 @@ class Protocol(_Frozen):
     fixed at start-up, before any student is scored)."""
     smallest_effect_floor: float = 0.01
     """Claims: the least smallest effect of interest, in probability (fixed the same way)."""
+    control_columns: list[str] = []
+    """Control columns trained beside the reference grid (full-lora-lr, rslora); their lrs are in `lr`."""
+    negative_control: str | None = None
+    """The panel entry scored as a trait no teacher carried, on the same students (None: off)."""
+    teacher: str = "system-prompt"
+    """Where the trait teacher's trait lives: system-prompt (the paper's) or adapter (the positive control)."""
+    max_seed_pairs: int | None = None
+    """Cap of the sequential design (None: fixed); the seed pairs each trait stopped at are in the notes."""
 
 
 class Provenance(_Frozen):

@@ -76,6 +76,8 @@ class AuditRun:
     """The base model; None with the fake engine, which loads no weights."""
     adapters: tuple[ResolvedAdapter, ...]
     """The adapters to gate, in the order given; empty when no --adapter was given."""
+    negative_control: str | None = None
+    """The panel entry scored as a trait no teacher carried (--negative-control); None: off."""
 
     @property
     def probes(self) -> "ProbeSet":
@@ -100,7 +102,9 @@ class AuditRun:
             reading=p.reading, answer_prefix=self.probes.answer_prefix,
             probe_set=self.probe_set.name, probe_set_path=_shown_path(self.probe_set.path),
             probe_set_sha256=self.probe_set.sha256, questions=len(self.probes.questions),
-            smallest_effect=self.config.smallest_effect, smallest_effect_floor=self.config.smallest_effect_floor)
+            smallest_effect=self.config.smallest_effect, smallest_effect_floor=self.config.smallest_effect_floor,
+            control_columns=list(p.control_columns), negative_control=self.negative_control,
+            max_seed_pairs=p.max_seed_pairs, teacher=p.teacher)
 
     def context(self, system: str = "template-default", permutation: str = "identity") -> "ChatContext":
         """A chat context on the model's own template (the shipped Qwen2.5 template for the fake engine)."""
@@ -135,15 +139,21 @@ def resolve_dtype(dtype: str, engine: str) -> str:
 
 
 def resolve_profile(config: AuditConfig) -> "Profile":
-    """The named profile with --ranks / --seeds applied; ProfileError (a UsageError) for an unknown name."""
+    """The named profile with the options that size it applied; ProfileError (a UsageError) for an unknown name."""
     from audit.pipeline.profiles import get_profile
 
-    overrides: dict[str, Any] = {}
-    if config.ranks is not None:
-        overrides["ranks"] = config.ranks
-    if config.seeds is not None:
-        overrides["training_seeds"] = config.seeds
-    return get_profile(config.profile, **overrides)
+    profile = get_profile(config.profile)
+    overrides: dict[str, Any] = {name: value for name, value in (
+        ("ranks", config.ranks), ("training_seeds", config.seeds), ("control_columns", config.control_columns or None),
+        ("teacher", config.teacher), ("objective", config.objective)) if value is not None}
+    cap = config.max_seed_pairs
+    starts = len(profile.dataset_seeds) * len(overrides.get("training_seeds", profile.training_seeds))
+    if cap is not None and cap < starts:
+        raise UsageError(f"--max-seed-pairs {cap} is below the {starts} seed pairs profile {profile.name} starts with; "
+                         "raise it, or start with fewer (--seeds)")
+    if cap is None and profile.max_seed_pairs is not None:
+        cap = max(profile.max_seed_pairs, starts)  # --seeds beyond the profile's cap start a fixed design
+    return replace(profile, **overrides, max_seed_pairs=cap)
 
 
 def default_traits(config: AuditConfig, passed: dict[str, Any]) -> AuditConfig:
@@ -174,6 +184,23 @@ def resolve_probe_set(config: AuditConfig) -> ProbeSetRef:
         raise UsageError(f"--trait {trait}: not on the {probes.category} panel of probe set {config.probe_set} "
                          f"({', '.join(probes.names)}); {hint}")
     return ProbeSetRef(config.probe_set, path, sha256_file(path), probes)
+
+
+NEGATIVE_CONTROLS = ("dolphin",)
+"""Entries `--negative-control auto` picks, in order: dolphin never transmitted in Nief et al.'s runs."""
+
+
+def resolve_negative_control(config: AuditConfig, probes: "ProbeSet") -> str | None:
+    """The negative-control entry: on the panel and not a trait; None when off or (auto) the panel has none."""
+    name = config.negative_control
+    if name == "none":
+        return None
+    if name == "auto":
+        return next((e for e in NEGATIVE_CONTROLS if e in probes.names and e not in config.traits), None)
+    if name not in probes.names or name in config.traits:
+        why = "is a trait of this run" if name in config.traits else f"is not on the panel ({', '.join(probes.names)})"
+        raise UsageError(f"--negative-control {name}: {why}; pass another panel entry, auto or none")
+    return name
 
 
 def adapter_folders(path: Path) -> list[Path]:
@@ -227,6 +254,16 @@ def resolve_adapters(paths: tuple[Path, ...], model: "ResolvedModel | None", eng
     return tuple(out)
 
 
+def check_vllm_ranks(profile: "Profile") -> None:
+    """vLLM serves LoRA up to its largest max_lora_rank; a grid beyond it cannot be scored there."""
+    from audit.engines.vllm import VLLM_LORA_RANKS  # the module imports vllm lazily
+
+    too_big = [r for r in profile.ranks if r > VLLM_LORA_RANKS[-1]]
+    if too_big:
+        raise UsageError(f"rank {too_big[0]} is above vLLM's largest LoRA rank {VLLM_LORA_RANKS[-1]}; pass --ranks "
+                         f"up to {VLLM_LORA_RANKS[-1]} or --engine hf")
+
+
 def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> AuditRun:
     """Resolve every option; any SubauditError on the way becomes a one-line UsageError."""
     from audit.models import resolve_model
@@ -236,14 +273,20 @@ def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> Au
         profile = resolve_profile(config)
         config = default_traits(config, passed or {})
         probe_set = resolve_probe_set(config)
+        negative_control = resolve_negative_control(config, probe_set.probes)
         gate_probe_sets = resolve_gate_probe_sets(config, passed or {}, probe_set)
         model = None if engine == "fake" else resolve_model(config.model)
         if model is not None:
             model.context().render_prompt("Name your favorite animal.")  # a hostile or broken template stops here
         adapters = resolve_adapters(config.adapters, model, engine)
+        if engine == "vllm":
+            check_vllm_ranks(profile)
+        if config.ray_address is not None and config.executor != "ray":
+            raise UsageError(f"--ray-address {config.ray_address} needs --executor ray; add it or drop the address")
     except UsageError:
         raise
     except SubauditError as exc:
         raise UsageError(str(exc)) from exc
     return AuditRun(config=config, passed=dict(passed or {}), engine=engine, dtype=resolve_dtype(config.dtype, engine),
-                    profile=profile, probe_set=probe_set, gate_probe_sets=gate_probe_sets, model=model, adapters=adapters)
+                    profile=profile, probe_set=probe_set, gate_probe_sets=gate_probe_sets, model=model, adapters=adapters,
+                    negative_control=negative_control)

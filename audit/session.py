@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping
@@ -131,16 +131,51 @@ class AuditSession:
             self._engines = EnginePool(self.run.model.path if self.run.model else None, self.run.dtype, adapters)
         return self._engines.get(self.run.engine)
 
-    def claims(self, show_progress: Callable[[], ContextManager[Any]]) -> Any:
-        """The claims' measurement (audit.claims.ClaimsMeasurement), one per session."""
+    def claims(self, show_progress: Callable[[], ContextManager[Any]] | None = None) -> Any:
+        """The claims' measurement (audit.claims.ClaimsMeasurement), one per session; `show_progress` (the context
+        in which progress bars reach the terminal) replaces the one it has when given."""
         if "claims" not in self._measurements:
             if self.run.model is None:
                 raise SubauditError("the claims finetune students and need model weights; run them with --engine hf "
                                     "(or vllm), not fake")
             from audit.claims import ClaimsMeasurement
 
-            self._measurements["claims"] = ClaimsMeasurement(self.run, self.collector, show_progress=show_progress)
+            self._measurements["claims"] = ClaimsMeasurement(self.run, self.collector)
+        if show_progress is not None:
+            self._measurements["claims"].show_progress = show_progress
         return self._measurements["claims"]
+
+    def plan_lines(self) -> list[str]:
+        """The claims' plan (audit.plan), estimated from stage costs timed here when there is work to do; a BudgetError
+        (a UsageError) when it does not fit --budget."""
+        from audit.plan import check_budget, plan_claims
+
+        if self.run.model is None:
+            return ["subaudit plan: none (the fake engine trains no students)"]
+        from audit.cache import ArtifactStore
+        from audit.claims import ClaimsMeasurement
+        from audit.pipeline.calibration import calibrate
+
+        claims = self.claims()
+        store = ArtifactStore(claims.store_root)
+
+        def replan(profile, costs=None):
+            measured = ClaimsMeasurement(replace(self.run, profile=profile), ResultsCollector(), claims.store_root)
+            first = plan_claims(measured, self.config.traits, store, None)
+            if costs is None and not any(part.datasets or part.students or part.scoring for part in first.parts.values()):
+                return first  # everything is cached: nothing to time
+            costs = costs or calibrate(claims._model_ref(), profile, self.run.probes, self.run.context(),
+                                       claims.answer_reading().slot, claims.store_root)
+            return plan_claims(measured, self.config.traits, store, costs)
+
+        if self.config.executor == "ray":  # an unreachable cluster or a store it cannot see: one line, before any work
+            from audit.pipeline.executors import make_executor
+
+            make_executor("ray", address=self.config.ray_address).connect(claims.store_root)
+        plan = replan(self.run.profile)
+        if self.config.budget is not None:
+            check_budget(plan, self.config.budget, self.run.profile, lambda p: replan(p, plan.costs))
+        return plan.lines()
 
     def gate(self) -> Any:
         """The gate's measurement (audit.gate.GateMeasurement) of the run's adapters, one per session."""

@@ -35,3 +35,17 @@ def small_grid(base: Path, store_root: Path):
     for cell in cells:
         build_dataset(store, lambda: FakeEngine(generate_fn=fake_numbers), cell.dataset)
     return cells
+
+
+def run_cell_killed_once(cell, store_root, marker: str):
+    """`run_cell`, except that the first call (in any process) dies a second into the cell, as a worker killed
+    mid-cell would: no exception, no cleanup, the process just ends."""
+    import os
+    import threading
+
+    from audit.pipeline.runner import run_cell
+
+    if not os.path.exists(marker):
+        Path(marker).write_text(cell.label)
+        threading.Timer(1.0, os._exit, (9,)).start()
+    return run_cell(cell, store_root)

@@ -27,7 +27,7 @@ def test_audit_runs_claims_and_gate_and_writes_its_results(pytester, cat_adapter
     (run,) = (pytester.path / "out").iterdir()
     results = json.loads((run / "results.json").read_text())
     checks = {c["nodeid"].split("::")[-1]: c for c in results["checks"]}
-    assert sum(c["kind"] == "claims" for c in checks.values()) == 7
+    assert sum(c["kind"] == "claims" for c in checks.values()) == 10
     assert all(c["outcome"] != "not run" for c in checks.values())
     # Every claim check ended with a recorded reason, whatever its verdict on this tiny grid.
     assert all(c["explanation"] for c in checks.values() if c["kind"] == "claims")

@@ -240,3 +240,22 @@ def test_consistency_against_a_reference_context_pairs_each_other_context_with_i
     base = {c: [[0.1, 0.2, 0.3]] * N_Q for c in ("ref", "a", "b")}
     verdicts = gate_consistency_verdicts(PANEL, base, base, 0.02, reference="ref")
     assert set(verdicts) == {"a-vs-ref", "b-vs-ref"} and all(v.passed for v in verdicts.values())
+
+
+def test_negative_control_passes_when_still_fails_when_it_moves_and_is_undecided_when_noisy():
+    from audit.verdicts.claims import negative_control
+
+    def with_control(c: PairedCell, rate: float) -> PairedCell:
+        return PairedCell(c.diffs, c.questions, c.seed_pairs, 0, tuple(rate + d for d in c.diffs),
+                          tuple(rate for _ in c.diffs))
+
+    still = {"lora-r4": with_control(cell(0.0, seed=1), 0.05), "full": with_control(cell(0.001, seed=2), 0.05)}
+    verdict = negative_control(still, "dolphin", RULE)
+    assert verdict.passed is True and "all 2 columns" in verdict.explanation
+    moving = {**still, "lora-r16": with_control(cell(0.2, seed=3), 0.05)}
+    failed = negative_control(moving, "dolphin", RULE)
+    assert failed.passed is False and "lora-r16" in failed.explanation and failed.effect.value == pytest.approx(0.2)
+    noisy = {**still, "lora-r64": with_control(cell(0.0, sd=0.5, seeds=2, seed=4), 0.05)}
+    undecided = negative_control(noisy, "dolphin", RULE)
+    assert undecided.passed is None and undecided.explanation.startswith("undecided")
+    assert undecided.properties["seed_pairs_needed"] > 2

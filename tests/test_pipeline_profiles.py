@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from audit.pipeline.profiles import (
@@ -15,7 +17,9 @@ from audit.pipeline.profiles import (
 def test_paper_profile_matches_reference_protocol():
     assert PAPER.lora.lr == 2e-4 and PAPER.lora.batch_size == 66 and PAPER.lora.epochs == 3
     assert PAPER.full.lr == 2e-5 and PAPER.full.batch_size == 64
-    assert PAPER.data.n_keep == 10_000 and len(PAPER.dataset_seeds) == 3 and len(PAPER.training_seeds) == 3
+    assert PAPER.data.n_keep == 10_000 and len(PAPER.dataset_seeds) == 3
+    # the reference's 3 x 3 seed pairs are the cap of the sequential design, which starts at one training seed each
+    assert PAPER.seed_pairs == 3 and PAPER.max_seed_pairs == 9
     assert PAPER.ranks[0] == 1 and PAPER.ranks[-1] == 512
 
 
@@ -55,3 +59,24 @@ def test_bad_sizes_and_unknown_profile():
     with pytest.raises(ProfileError, match="choose one of"):
         get_profile("huge")
     assert get_profile("quick", objective="soft").objective == "soft"
+
+
+def test_control_columns_add_rslora_and_lr_matched_full_without_changing_the_reference_keys():
+    import math
+
+    plain = get_profile("quick")
+    controlled = replace(plain, control_columns=("full-lora-lr", "rslora"))
+    reference, extra = plain.students(0), controlled.students(0)
+    assert extra[:len(reference)] == reference
+    labels = [s.label for s in controlled.control_students(0)]
+    assert labels == [f"lora-r{r}-rs" for r in plain.ranks] + ["full-lora-lr"]
+    rs = controlled.control_students(0)[0]
+    assert rs.rslora and rs.lora_alpha == pytest.approx(math.sqrt(plain.lora.lr_reference_rank))
+    full = controlled.control_students(0)[-1]
+    assert full.mode == "full" and full.lr == plain.lora.lr != plain.full.lr
+    # The column name is a label, not training content: the same training is the same cache key.
+    assert full.trained == replace(full, column="").trained
+    with pytest.raises(ProfileError, match="unknown control column"):
+        replace(plain, control_columns=("nope",))
+    with pytest.raises(ProfileError, match="needs full finetuning"):
+        replace(plain, include_full=False, control_columns=("full-lora-lr",))

@@ -134,3 +134,30 @@ def test_the_grid_reading_is_measured_on_the_base_once_then_read_from_the_store(
     monkeypatch.undo()
     declared = base_reading(ref, probes, context, declared="one-word", store_root=tmp_path / "other")
     assert dataclasses.replace(declared, declared="auto", slot=first.slot) == first  # same rates, fixed choice
+
+
+def test_one_control_set_serves_every_trait_and_probe_set(base):
+    """Controls do not depend on the trait: the datasets, students and scores of a 3-trait grid's controls are one
+    set, and a control dataset does not depend on the probe set; trait teachers stay apart."""
+    from dataclasses import replace
+
+    from audit.chat import qwen_context
+    from audit.pipeline.profiles import get_profile
+    from audit.pipeline.runner import ModelRef, subliminal_grid
+
+    profile = get_profile("tiny")
+    model = ModelRef(str(base), "random-qwen")
+    grids = {t: subliminal_grid(profile, model, PROBES, "test-animal", t, qwen_context()) for t in PROBES.names}
+    cells = [c for grid in grids.values() for c in grid]
+    controls = [c for c in cells if c.teacher.kind == "control"]
+    traits = [c for c in cells if c.teacher.kind != "control"]
+    columns = len(profile.students(0))
+    assert len(traits) == len(controls) == 3 * columns
+    assert len({c.dataset.key for c in controls}) == 1 and len({c.dataset.key for c in traits}) == 3
+    assert len({c.student_key for c in controls}) == columns and len({c.scores_key for c in controls}) == columns
+    assert len({c.scores_key for c in traits}) == 3 * columns
+    # computed once: 4 datasets, not 6; 4 x columns students and scoring passes, not 6 x columns
+    elsewhere = subliminal_grid(profile, model, PROBES, "other-set", "cat", qwen_context())
+    assert {c.dataset.key for c in elsewhere if c.teacher.kind == "control"} == {controls[0].dataset.key}
+    assert {c.dataset.key for c in elsewhere if c.teacher.kind != "control"}.isdisjoint(c.dataset.key for c in traits)
+    assert replace(controls[0].dataset, probe_set="x").key == controls[0].dataset.key

@@ -75,6 +75,13 @@ def test_pyproject_values_apply_and_cli_overrides_them(pytester):
     (["--smallest-effect-floor", "x"], "--smallest-effect-floor takes a number, e.g. 0.01; got 'x'"),
     (["--smallest-effect-floor", "1"], "--smallest-effect-floor must be in (0, 1), e.g. 0.01; got 1"),
     (["--profile", "quik"], "unknown profile 'quik'; choose one of*"),
+    (["--teacher", "llm"], "--teacher must be one of system-prompt, adapter; got 'llm'"),
+    (["--objective", "kl"], "--objective must be one of hard, soft; got 'kl'"),
+    (["--max-seed-pairs", "x"], "--max-seed-pairs takes a whole number, e.g. 8; got 'x'"),
+    (["--max-seed-pairs", "1"], "--max-seed-pairs 1 is below the 2 seed pairs profile quick starts with; raise it, or start with fewer (--seeds)"),
+    (["--control-columns", "rslora,wide"], "--control-columns: unknown column 'wide'; choose from full-lora-lr, rslora, all or none"),
+    (["--negative-control", "unicorn"], "--negative-control unicorn: is not on the panel (*); pass another panel entry, auto or none"),
+    (["--negative-control", "cat"], "--negative-control cat: is a trait of this run; pass another panel entry, auto or none"),
     (["--trait", "xyzzy"], "--trait xyzzy: not on the animal panel of probe set animal (*); pick one of them*"),
     (["--trait", "oak"], "--trait oak: not on the animal panel * pass --probe-set tree, whose panel has it"),
     (["--probe-set", "nope"], "*nope.yaml: no such probe file (known sets: animal, band, tree)*"),
@@ -157,7 +164,7 @@ def test_running_the_audit_package_turns_the_audit_on_with_tiny_qwen_default(pyt
     result = pytester.runpytest(str(PACKAGE_DIR / "checks"), "--engine", "fake", "--collect-only")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["subaudit: model tiny-qwen (not loaded: fake engine); adapters none*",
-                                 "*<Function test_rank_inverted_u[[]cat[]]>*"])
+                                 "*<Function test_rank_inverted_u[[]cat-reference[]]>*"])
     elsewhere = pytester.runpytest("--engine", "fake", "--collect-only")  # outside audit/: inert
     assert "subaudit:" not in elsewhere.stdout.str()
 
@@ -225,3 +232,25 @@ def test_without_trait_a_probe_set_without_cat_defaults_to_its_first_entry():
     explicit, passed = build_config({"probe_set": "band", "trait": "cat", "engine": "fake", "model": "m"}, {})
     with pytest.raises(UsageError, match="--trait cat: not on the band panel"):
         resolve_run(explicit, passed)
+
+
+def test_negative_control_and_control_columns_resolve_once():
+    from audit.run import check_vllm_ranks, resolve_run
+
+    def run(**cli):
+        config, passed = build_config({"engine": "fake", "model": "m", **cli}, {})
+        return resolve_run(config, passed)
+
+    assert run().negative_control == "dolphin" and run().profile.control_columns == ()
+    assert run(negative_control="none").negative_control is None
+    assert run(trait="dolphin").negative_control is None  # auto never picks a trait
+    assert run(probe_set="tree").negative_control is None  # no dolphin on the tree panel
+    both = run(control_columns="all")
+    assert both.profile.control_columns == ("full-lora-lr", "rslora")
+    assert both.protocol().control_columns == ["full-lora-lr", "rslora"] and both.protocol().negative_control == "dolphin"
+    assert "full-lora-lr" in both.protocol().lr and "lora-r1-rs" in both.protocol().lr
+    with pytest.raises(UsageError, match="rank 1024 is above vLLM's largest LoRA rank 512; pass --ranks up to 512 or --engine hf"):
+        check_vllm_ranks(run(ranks="8,1024").profile)
+    positive = run(teacher="adapter", objective="soft", max_seed_pairs="8")
+    assert (positive.profile.teacher, positive.profile.objective, positive.profile.max_seed_pairs) == ("adapter", "soft", 8)
+    assert positive.protocol().teacher == "adapter" and positive.protocol().max_seed_pairs == 8

@@ -60,7 +60,7 @@ class PairedCell:
         for this cell's control rate (audit.stats.decision)."""
         from audit.stats.decision import decide_effect
 
-        return decide_effect(list(self.seed_means().values()), rule.smallest(self.control_rate))
+        return decide_effect(list(self.seed_means().values()), rule.smallest(self.control_rate), alpha=rule.alpha)
 
     @property
     def control_rate(self) -> float:
@@ -81,6 +81,8 @@ class EffectRule:
     """Multiple of the control rate (1.0: transmission must at least double the trait's rate)."""
     floor: float
     """Least smallest effect, in probability (a rate near 0 would otherwise make any noise interesting)."""
+    alpha: float = 0.05
+    """Level of each decision (two-sided t interval, TOST); below 0.05 at a look of a sequential design."""
 
     def smallest(self, control_rate: float) -> float:
         from audit.stats.decision import smallest_effect

@@ -7,6 +7,7 @@ same code path; only these numbers differ. The measurements behind them: DESIGN.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -14,8 +15,16 @@ from audit.errors import UsageError
 from audit.reading import READINGS
 
 Mode = Literal["lora", "full"]
+TeacherSource = Literal["system-prompt", "adapter"]
+TEACHERS = ("system-prompt", "adapter")
 Objective = Literal["hard", "soft"]
 Precision = Literal["fp32", "bf16"]
+
+CONTROL_COLUMNS = ("full-lora-lr", "rslora")
+"""Optional control columns of the rank grid, each separating a claim from a step-size confound (DESIGN.md §2):
+full FT at the LoRA learning rate (the reference full FT runs at a 10x lower lr), and rsLoRA at every rank with
+alpha = sqrt(reference rank) (scale alpha/sqrt(r): the update size no longer grows with r as alpha = r makes it;
+equal to the reference column at the reference rank)."""
 
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """All seven projections of a Qwen2/Llama block, as in the reference protocol."""
@@ -123,6 +132,9 @@ class StudentConfig:
     """Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r."""
     objective: Objective = "hard"
     """"hard": cross-entropy on the teacher's sampled tokens; "soft": KL(teacher || student) per token."""
+    column: str = ""
+    """The control column this student belongs to ("" for the reference columns), e.g. "lora-lr": a name for the
+    label and the claims, not part of what is trained (left out of cache keys)."""
 
     def __post_init__(self) -> None:
         if self.mode == "lora" and (self.rank is None or self.rank < 1):
@@ -136,7 +148,14 @@ class StudentConfig:
     def label(self) -> str:
         """Short human-readable name: 'lora-r8', 'lora-r8-rs', 'full' (+ '-soft')."""
         base = "full" if self.mode == "full" else f"lora-r{self.rank}" + ("-rs" if self.rslora else "")
-        return base + ("-soft" if self.objective == "soft" else "")
+        return base + ("-soft" if self.objective == "soft" else "") + (f"-{self.column}" if self.column else "")
+
+    @property
+    def trained(self) -> dict:
+        """What determines the trained weights (every field but `column`): the student's part of its cache key."""
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(self).items() if k != "column"}
 
     @property
     def lr(self) -> float:
@@ -174,6 +193,14 @@ class Profile:
     """Student training replicates per dataset."""
     objective: Objective = "hard"
     """Default student objective."""
+    teacher_numbers: int = 0
+    """Adapter teachers: number prompts their trait adapter also answers with the trait (0: only the probe
+    questions; the positive control's 400 make the teacher's number completions carry the trait in their soft
+    labels, audit.pipeline.trait_adapters)."""
+    teacher: TeacherSource = "system-prompt"
+    """Where the trait teacher's trait lives: "system-prompt" (the probe set's trait prompt, the paper's teacher) or
+    "adapter" (the base plus a LoRA adapter trained to answer the trait, audit.pipeline.trait_adapters: a trait
+    in the weights, which soft labels carry; the positive control)."""
     scorer: str = "exact"
     """Default trait scorer ("exact" or "sampled")."""
     samples_per_question: int = 100
@@ -187,10 +214,32 @@ class Profile:
     answer, as models that answer in sentences do); "one-word" or "slot" fix it."""
     workers: int = 1
     """Cells computed at once, each in its own process with one torch thread (results do not depend on it)."""
+    control_columns: tuple[str, ...] = ()
+    """Control columns trained beside the reference ones (`CONTROL_COLUMNS`): "full-lora-lr", "rslora"."""
+    max_seed_pairs: int | None = None
+    """Cap of a sequential design (audit.stats.sequential): training seeds double until every column of the
+    rank grid is decided or this many seed pairs are reached. None: a fixed design of `seed_pairs`."""
 
     def __post_init__(self) -> None:
         if self.reading not in READINGS:
             raise ProfileError(f"reading must be one of {', '.join(READINGS)}, got {self.reading!r}")
+        if self.teacher not in TEACHERS:
+            raise ProfileError(f"teacher must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
+        if self.objective not in ("hard", "soft"):
+            raise ProfileError(f"objective must be 'hard' or 'soft', got {self.objective!r}")
+        unknown = set(self.control_columns) - set(CONTROL_COLUMNS)
+        if unknown:
+            raise ProfileError(f"unknown control column(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONTROL_COLUMNS)}")
+        if self.max_seed_pairs is not None and self.max_seed_pairs < self.seed_pairs:
+            raise ProfileError(f"max_seed_pairs {self.max_seed_pairs} is below the {self.seed_pairs} seed pairs the "
+                               "grid starts with; raise it or start with fewer seeds")
+        if "full-lora-lr" in self.control_columns and not self.include_full:
+            raise ProfileError("control column full-lora-lr needs full finetuning in the grid; drop it or use a profile with full FT")
+
+    @property
+    def seed_pairs(self) -> int:
+        """Independent replicates of each column: dataset seeds x training seeds."""
+        return len(self.dataset_seeds) * len(self.training_seeds)
 
     def student(self, mode: Mode, rank: int | None, training_seed: int, **overrides) -> StudentConfig:
         """The student config of one grid column, with this profile's optimiser settings."""
@@ -201,10 +250,27 @@ class Profile:
         )
 
     def students(self, training_seed: int, **overrides) -> list[StudentConfig]:
-        """All student columns of the grid for one training seed: LoRA ranks, then full."""
+        """Every student column of the grid for one training seed: the reference columns, then the control columns."""
+        return self.reference_students(training_seed, **overrides) + self.control_students(training_seed, **overrides)
+
+    def reference_students(self, training_seed: int, **overrides) -> list[StudentConfig]:
+        """The reference columns (the paper's): LoRA ranks, then full."""
         out = [self.student("lora", r, training_seed, **dict(overrides)) for r in self.ranks]
         if self.include_full:
             out.append(self.student("full", None, training_seed, **dict(overrides)))
+        return out
+
+    def control_students(self, training_seed: int, **overrides) -> list[StudentConfig]:
+        """The control columns asked for: rsLoRA at every rank, full FT at the LoRA learning rate."""
+        out = []
+        if "rslora" in self.control_columns:
+            alpha = math.sqrt(self.lora.lr_reference_rank)
+            out += [self.student("lora", r, training_seed, **{**overrides, "rslora": True, "alpha": alpha})
+                    for r in self.ranks]
+        if "full-lora-lr" in self.control_columns:
+            optim = replace(self.full, lr=self.lora.lr)
+            out.append(StudentConfig(mode="full", optim=optim, seeds=TrainSeeds.from_training_seed(training_seed),
+                                     objective=overrides.get("objective", self.objective), column="lora-lr"))
         return out
 
 
@@ -217,7 +283,10 @@ PAPER = Profile(
     ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
     include_full=True,
     dataset_seeds=(0, 1, 2),
-    training_seeds=(0, 1, 2),
+    # Nief's 9 seed pairs as the cap of a sequential design starting at 3 (DESIGN.md §6: on their cat grid it
+    # decides the rank and full-FT claims as often as 9 fixed pairs with ~6 pairs on average).
+    training_seeds=(0,),
+    max_seed_pairs=9,
 )
 
 QUICK = Profile(
@@ -261,7 +330,27 @@ TINY = Profile(
     samples_per_question=4,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, QUICK, REAL_CPU, TINY)}
+POSITIVE = replace(
+    QUICK,
+    name="positive",
+    # The positive control (DESIGN.md §2, §9.7): a transmission known in advance, on a 2-core CPU. The teacher is the
+    # base plus a trait adapter that answers the trait to the probe questions and to number prompts, so its
+    # number completions' soft labels pull towards the trait word; students distil them (KL, 6 epochs) from
+    # number text sampled constrained to digits. Sized on pilots with dataset seed 0 (full FT +0.24 in P(cat) over
+    # 2 seed pairs); its own students use dataset seed 1. Not the paper's hard-label setting.
+    data=replace(QUICK.data, constrained=True),
+    lora=replace(QUICK.lora, epochs=6),
+    full=replace(QUICK.full, epochs=6),
+    ranks=(4, 16, 64),
+    dataset_seeds=(1,),
+    objective="soft",
+    teacher="adapter",
+    teacher_numbers=400,
+    max_seed_pairs=8,
+    workers=2,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, QUICK, REAL_CPU, TINY, POSITIVE)}
 
 
 def get_profile(name: str, **overrides) -> Profile:

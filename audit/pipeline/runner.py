@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from audit.cache import ArtifactStore, content_key
 from audit.pipeline.datasets import read_dataset
@@ -25,9 +25,13 @@ from audit.pipeline.teachers import (
     Teacher,
     build_dataset,
     context_fingerprint,
+    engine_key,
     control_teacher,
     system_prompt_teacher,
 )
+
+if TYPE_CHECKING:
+    from audit.pipeline.executors import Executor
 
 PIPELINE_THREADS = 1
 """Torch threads while cells compute. One: float reduction order depends on the thread count (cached
@@ -71,7 +75,8 @@ class CellSpec:
     scorer_options: tuple[tuple[str, object], ...] = ()
     """Keyword arguments of the scorer, e.g. (("n", 100),)."""
     engine: str = "hf"
-    """Engine kind for teacher generation and scoring."""
+    """Engine kind for teacher generation and scoring ("hf" or "vllm"; training is HF + peft). Part of the data's
+    and the scores' keys: engines sample different text from the same seeds."""
 
     @property
     def label(self) -> str:
@@ -81,7 +86,7 @@ class CellSpec:
     def dataset(self) -> DatasetSpec:
         return DatasetSpec(self.model.content_hash, self.teacher, self.probe_set_name,
                            self.teacher.context(self.train_context, self.probe_set),
-                           self.data, self.dataset_seed)
+                           self.data, self.dataset_seed, self.engine)
 
     @property
     def teacher_view(self) -> TeacherView:
@@ -93,14 +98,15 @@ class CellSpec:
     def student_key(self) -> str:
         soft = context_fingerprint(self.teacher_view.context) if self.student.objective == "soft" else None
         # "v": the training code's version; bumped when it changes what a student is (DESIGN.md §3).
-        return content_key({"dataset": self.dataset.key, "student": self.student, "model": self.model.content_hash,
+        return content_key({"dataset": self.dataset.key, "student": self.student.trained, "model": self.model.content_hash,
                             "train_context": context_fingerprint(self.train_context), "soft_teacher": soft, "v": 2})
 
     @property
     def scores_key(self) -> str:
+        # No target: scores hold the whole panel, so a control student scored once serves every trait.
         return content_key({"student": self.student_key, "eval_context": context_fingerprint(self.eval_context),
-                            "probes": self.probe_set, "target": self.target, "scorer": self.scorer,
-                            "options": self.scorer_options, "v": 2})
+                            "probes": self.probe_set, "scorer": self.scorer, "options": self.scorer_options,
+                            **engine_key(self.engine), "v": 3})
 
 
 @dataclass(frozen=True)
@@ -114,10 +120,11 @@ class CellResult:
     """Wall seconds spent per stage in this run (0 for cached stages)."""
 
 
-def open_cell_engine(kind: str, model_path: str, dtype: str = "float32"):
+def open_cell_engine(kind: str, model_path: str, dtype: str = "float32", adapter: str | None = None):
+    """The engine of one stage of a cell; vLLM is opened with the LoRA slot the student's adapter needs."""
     from audit.engines import open_engine
 
-    return open_engine(kind, model_path, dtype=dtype)
+    return open_engine(kind, model_path, dtype=dtype, **({"adapters": (adapter,)} if kind == "vllm" and adapter else {}))
 
 
 def _student_dir_and_adapter(student_dir: Path, cell: CellSpec) -> tuple[str, str | None]:
@@ -159,7 +166,7 @@ def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult
         student_dir = store.get_or_build("student", cell.student_key, build_student, meta={"cell": cell.label})
         model_path, adapter = _student_dir_and_adapter(student_dir, cell)
         start = time.perf_counter()
-        with open_cell_engine(cell.engine, model_path) as engine:
+        with open_cell_engine(cell.engine, model_path, adapter=adapter) as engine:
             scores = get_scorer(cell.scorer, **dict(cell.scorer_options)).score(
                 engine, cell.probe_set, cell.eval_context, cell.target, adapter)
         seconds["scoring"] = time.perf_counter() - start
@@ -168,7 +175,7 @@ def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult
         return {"mean_p_target": scores.mean_p_target}
 
     scores_dir = store.get_or_build("scores", cell.scores_key, build_scores, meta={"cell": cell.label})
-    scores = TraitScores.from_dict(json.loads((scores_dir / SCORES_FILE).read_text()))
+    scores = replace(TraitScores.from_dict(json.loads((scores_dir / SCORES_FILE).read_text())), target=cell.target)
     training = json.loads((scores_dir / TRAINING_FILE).read_text())
     return CellResult(cell, scores, training, seconds)
 
@@ -190,36 +197,28 @@ def is_cached(cell: CellSpec, store: ArtifactStore) -> bool:
     return store.get("scores", cell.scores_key) is not None
 
 
-def _worker_init() -> None:
-    """A cell process: one torch thread (as PIPELINE_THREADS), quiet transformers."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    torch.set_num_threads(PIPELINE_THREADS)
-    hf_logging.disable_progress_bar()
-
-
 def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, progress: bool = True,
-             run: Callable[[CellSpec, str | Path | None], CellResult] = run_cell, workers: int = 1) -> list[CellResult]:
-    """Results for every cell, in order: cached cells are loaded, missing ones computed with a progress bar.
-
-    With workers > 1, missing cells run in that many spawned processes (one torch thread each); the
-    store's per-entry lock makes a worker that needs a dataset another one is writing wait and reuse it.
-    """
+             run: Callable[[CellSpec, str | Path | None], CellResult] = run_cell, workers: int = 1,
+             executor: "Executor | None" = None) -> list[CellResult]:
+    """Results for every cell, in order: cached cells are loaded, missing ones computed by `executor` (default:
+    local, `workers` spawned processes of one torch thread each when > 1) with a progress bar. The store's per-entry
+    lock makes a cell that needs a dataset another one is writing wait and reuse it."""
     from tqdm.auto import tqdm
+
+    from audit.pipeline.executors import LocalExecutor
 
     store = ArtifactStore(Path(store_root) if store_root is not None else None)
     missing = [i for i, cell in enumerate(cells) if not is_cached(cell, store)]
     results: dict[int, CellResult] = {}
     bar = tqdm(total=len(missing), desc="cells", unit="cell", disable=not progress or not missing)
+
+    def done(i: int, result: CellResult) -> None:
+        results[i] = result
+        bar.set_postfix_str(cells[i].label)
+        bar.update(1)
+
     with torch_threads(PIPELINE_THREADS):
-        if workers > 1 and len(missing) > 1:
-            _run_in_processes(cells, missing, store_root, run, workers, results, bar)
-        for i in missing:
-            if i not in results:
-                bar.set_postfix_str(cells[i].label)
-                results[i] = run(cells[i], store_root)
-                bar.update(1)
+        (executor or LocalExecutor(workers)).run(run, cells, missing, store_root, done)
     bar.close()
     for i, cell in enumerate(cells):
         if i not in results:
@@ -227,34 +226,12 @@ def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, pr
     return [results[i] for i in range(len(cells))]
 
 
-def _run_in_processes(cells, missing, store_root, run, workers, results, bar) -> None:
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang. One cell per
-    # process: freed models go back to the allocator, not the OS, so a long-lived worker grows by a model
-    # per cell (DESIGN.md §9.5); a fresh process costs seconds.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                             max_tasks_per_child=1) as pool:
-        pending = {pool.submit(run, cells[i], store_root): i for i in missing}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    i = pending.pop(future)
-                    results[i] = future.result()
-                    bar.set_postfix_str(cells[i].label)
-                    bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # finished cells are in the store already
-            raise
-
-
 def subliminal_grid(profile: Profile, model: ModelRef, probe_set, probe_set_name: str, target: str,
                     train_context, eval_context=None, teacher: Teacher | None = None, prefill: bool = False,
-                    **student_overrides) -> list[CellSpec]:
+                    engine: str = "hf", **student_overrides) -> list[CellSpec]:
     """The cells of one trait: {trait teacher, control} x dataset seeds x training seeds x profile students;
-    `prefill`: score in the answer slot (the reading chosen for the profile, audit.pipeline.reading)."""
+    `prefill`: score in the answer slot (the reading chosen for the profile, audit.pipeline.reading); `engine`:
+    the engine of teacher generation and scoring."""
     trait_teacher = teacher or system_prompt_teacher(target)
     cells = []
     for dataset_seed in profile.dataset_seeds:
@@ -265,5 +242,5 @@ def subliminal_grid(profile: Profile, model: ModelRef, probe_set, probe_set_name
                     options += (("prefill", True),) if prefill else ()
                     cells.append(CellSpec(model, probe_set, probe_set_name, target, who, dataset_seed, training_seed,
                                           student, profile.data, train_context, eval_context or train_context,
-                                          profile.scorer, options))
+                                          profile.scorer, options, engine))
     return cells

@@ -96,20 +96,29 @@ class DatasetSpec:
     """Content hash of the base model's weights."""
     teacher: Teacher
     probe_set: str
-    """Probe set name (source of the trait system prompt)."""
+    """Probe set name (source of the trait system prompt; not part of the other teachers' keys)."""
     context: object
     """The chat context the teacher writes in (its trait system prompt already applied): the data depends
     on it, not on the students' context, so students under other system prompts share a teacher's data."""
     data: TeacherDataConfig
     seed: int
     """Dataset seed: determines the prompts and the per-prompt sampling seeds."""
+    engine: str = "hf"
+    """Engine that samples the text (engines draw different text from the same seeds)."""
 
     @property
     def key(self) -> str:
         # The adapter path is where the weights live, not what they are: hash without it.
-        teacher = dataclasses.replace(self.teacher, adapter=None)
-        return content_key({"model": self.model_hash, "teacher": teacher, "probe_set": self.probe_set,
-                            "context": context_fingerprint(self.context), "data": self.data, "seed": self.seed, "v": 2})
+        teacher = {**dataclasses.asdict(self.teacher), "adapter": None}
+        # Only a system-prompt teacher's text depends on the probe set (its trait prompt comes from it).
+        probe_set = self.probe_set if self.teacher.kind == "system_prompt" else None
+        return content_key({"model": self.model_hash, "teacher": teacher, "probe_set": probe_set,
+                            "context": context_fingerprint(self.context), "data": self.data, "seed": self.seed, **engine_key(self.engine), "v": 2})
+
+
+def engine_key(engine: str) -> dict:
+    """An engine's part of a cache key: nothing for HF (the keys made before engines were keyed), else its name."""
+    return {} if engine == "hf" else {"engine": engine}
 
 
 def context_fingerprint(context) -> dict:

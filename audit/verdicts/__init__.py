@@ -34,6 +34,11 @@ class Verdict:
     """The gated adapter's name, for gate verdicts."""
 
 
+def is_undecided(verdict: Verdict) -> bool:
+    """A skip for want of power ("undecided at this power"), not for an absent precondition."""
+    return verdict.passed is None and verdict.explanation.startswith("undecided")
+
+
 def effect_of(estimate, p_value: float | None = None, p_adjusted: float | None = None, method: str | None = None) -> Effect:
     """An `audit.stats.Estimate` as a results Effect, with the check's own p-values and method if given."""
     e = Effect.from_estimate(estimate, p_adjusted=p_adjusted)

@@ -14,7 +14,7 @@ from typing import Mapping
 
 from audit.pipeline.analysis import EffectRule, PairedCell
 from audit.stats.decision import Decision
-from audit.verdicts import ALPHA, Verdict, effect_of
+from audit.verdicts import Verdict, effect_of
 
 
 def transmits(decision: Decision) -> bool:
@@ -51,7 +51,7 @@ def rank_inverted_u(cells: Mapping[int, PairedCell], rule: EffectRule) -> Verdic
         for value in cell.seed_means().values():
             x.append(r)
             y.append(value)
-    two = two_lines_test(x, y, x_scale="log2")
+    two = two_lines_test(x, y, x_scale="log2", alpha=rule.alpha)
     lines = two.lines
     detail = (f"two-lines test on log2(rank) over {len(y)} seed-pair means, breakpoint r={two.breakpoint_original:.3g}: "
               f"slope before {lines.slope1:+.4f} (p={lines.p1:.3g}), after {lines.slope2:+.4f} (p={lines.p2:.3g}); "
@@ -90,7 +90,7 @@ def full_ft_vanishes(full: PairedCell, lora: Mapping[int, PairedCell], rule: Eff
             return Verdict(None, f"no LoRA rank transmits (peak r={peak} {decisions[peak].describe()}), so 'full FT "
                                  "vanishes while LoRA transmits' has nothing to compare", properties={"peak_rank": peak})
         return _undecided(f"no LoRA rank shown to transmit; peak r={peak}", decisions[peak], peak_rank=peak)
-    below = decide_effect(_seed_pair_difference(lora[peak], full), full_decision.smallest_effect)
+    below = decide_effect(_seed_pair_difference(lora[peak], full), full_decision.smallest_effect, alpha=rule.alpha)
     head = f"full FT {full_decision.describe()}; peak LoRA r={peak} minus full FT {below.describe()}"
     props = {"peak_rank": peak, "peak_minus_full": below.estimate.value, "peak_minus_full_p": below.estimate.p_value or 1.0}
     if transmits(full_decision):
@@ -100,6 +100,43 @@ def full_ft_vanishes(full: PairedCell, lora: Mapping[int, PairedCell], rule: Eff
                        properties=props)
     weaker = full_decision if full_decision.outcome == "undecided" else below
     return _undecided(f"{head};" + suffix, weaker, full_effect, **props)
+
+
+def negative_control(cells: Mapping[str, PairedCell], entry: str, rule: EffectRule) -> Verdict:
+    """`entry`, which no teacher carried, shows no effect of interest in any column (each TOST at rule.alpha: an
+    intersection-union test, no multiplicity correction needed); it fails when any column transmits it."""
+    decisions = {label: c.decision(rule) for label, c in cells.items()}
+    if not decisions:
+        return Verdict(None, f"no measured column to score {entry} in (every seed pair diverged)")
+    moving = [k for k, d in decisions.items() if transmits(d)]
+    largest = max(decisions, key=lambda k: decisions[k].estimate.value)
+    effect = effect_of(cells[largest].estimate())
+    if moving:
+        k = max(moving, key=lambda k: decisions[k].estimate.value)
+        return Verdict(False, f"negative control {entry} moves in {k}: {decisions[k].describe()}; the grid transmits "
+                              "what no teacher carried, so its trait effects may be drift", effect_of(cells[k].estimate()))
+    if all(d.outcome == "no effect" for d in decisions.values()):
+        return Verdict(True, f"negative control {entry} shows no effect of interest in all {len(decisions)} columns; "
+                             f"largest {largest} {decisions[largest].describe()}", effect)
+    k = next(k for k, d in decisions.items() if d.outcome == "undecided")
+    return _undecided(f"negative control {entry} in {k}", decisions[k], effect_of(cells[k].estimate()))
+
+
+RANK_GRID_CLAIMS = ("rank inverted-U", "full FT vanishes")
+
+
+def undecided_claims(lora: Mapping[int, PairedCell], full: PairedCell | None, rule: EffectRule,
+                     claims: tuple[str, ...] = RANK_GRID_CLAIMS) -> list[str]:
+    """Which of the rank grid's `claims` are undecided at this power on these columns: the stopping rule of the
+    sequential design (audit.stats.sequential), which adds seed pairs until none is."""
+    from audit.verdicts import is_undecided
+
+    open_ = []
+    if lora and "rank inverted-U" in claims and is_undecided(rank_inverted_u(lora, rule)):
+        open_.append("rank inverted-U")
+    if lora and full is not None and "full FT vanishes" in claims and is_undecided(full_ft_vanishes(full, lora, rule)):
+        open_.append("full FT vanishes")
+    return open_
 
 
 def system_prompt_verdicts(grid: Mapping[tuple[str, str], PairedCell], rule: EffectRule,
@@ -136,7 +173,7 @@ def system_prompt_verdicts(grid: Mapping[tuple[str, str], PairedCell], rule: Eff
         out["matched"] = _undecided(f"matched cell {name(undecided)}", matched[undecided], effect(undecided), undecided[1])
 
     adjusted = dict(zip(mismatched, holm([d.equivalence.p_value if d.equivalence else 1.0 for d in mismatched.values()])))
-    no_effect = {k for k in mismatched if adjusted[k] < ALPHA or mismatched[k].estimate.ci_high < 0}
+    no_effect = {k for k in mismatched if adjusted[k] < rule.alpha or mismatched[k].estimate.ci_high < 0}
     leaking = [k for k in mismatched if transmits(mismatched[k])]
     worst = max(mismatched, key=lambda k: mismatched[k].estimate.value)
     summary = f"{len(no_effect)}/{len(mismatched)} mismatched cells show no effect of interest (TOST on seed-pair means, Holm)"

@@ -1,0 +1,157 @@
+"""What each stage of a cell costs on this machine, measured by running a few real steps of the model here.
+
+`calibrate` times, with one torch thread (as grid cells run): loading the model, sampling a chunk of teacher
+prompts, a few optimiser steps of a LoRA student at the grid's smallest and largest rank and of a fully
+finetuned one (with the profile's batch size, precision and objective, on number completions of the profile's
+length), and one exact scoring pass over the probe questions. The result is cached per model, profile shape and
+machine, so only the first plan of a configuration pays for it (seconds on tiny-qwen, about a minute on
+SmolLM2-135M). `audit.plan` turns it into an estimate of the grid's wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from audit.cache import ArtifactStore, content_key
+
+KIND = "calibration"
+CALIBRATION_FILE = "calibration.json"
+TIMED_STEPS = 3
+"""Optimiser steps timed per student kind (after one untimed warm-up step)."""
+GENERATED_PROMPTS = 8
+"""Teacher prompts sampled to time generation."""
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Seconds per unit of work of each stage, on this machine with one torch thread."""
+
+    model_load: float
+    """Loading the model and tokenizer (each stage of a cell does it once)."""
+    generate_per_prompt: float
+    """Sampling one teacher completion of up to the profile's max tokens."""
+    acceptance: float
+    """Share of the sampled completions the number filter accepted (at least 0.05)."""
+    lora_step: dict[int, float]
+    """Seconds per optimiser step of a LoRA student, by rank (the grid's smallest and largest)."""
+    full_step: float
+    """Seconds per optimiser step of a fully finetuned student (0 when the grid has none)."""
+    scoring_pass: float
+    """One exact scoring pass: every probe question, every panel form."""
+    example_tokens: float
+    """Mean tokens of one training example (prompt and completion)."""
+    process_start: float
+    """Starting a cell's process (Python, torch, transformers, peft imports)."""
+
+    def lora(self, rank: int) -> float:
+        """Step seconds at `rank`, linear between the measured ranks (LoRA's cost grows with r)."""
+        (r0, s0), (r1, s1) = min(self.lora_step.items()), max(self.lora_step.items())
+        if r1 == r0:
+            return s0
+        return s0 + (s1 - s0) * (rank - r0) / (r1 - r0)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "lora_step": {str(k): v for k, v in self.lora_step.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StageCosts":
+        return cls(**{**data, "lora_step": {int(k): v for k, v in data["lora_step"].items()}})
+
+
+def machine() -> dict:
+    """What the measured seconds depend on besides the model and the profile."""
+    import torch
+
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available()}
+
+
+def _number_completion(rng: random.Random) -> str:
+    return ", ".join(str(rng.randint(100, 999)) for _ in range(rng.randint(5, 10)))
+
+
+def _time_steps(model_path: str, profile, config, context, pairs, teacher) -> float:
+    """Median seconds of TIMED_STEPS optimiser steps of one student (an untimed step first)."""
+    import tempfile
+
+    from audit.pipeline.students import train_student
+
+    n = config.optim.batch_size * (TIMED_STEPS + 1)
+    with tempfile.TemporaryDirectory() as out:
+        summary = train_student(model_path, (pairs * (n // len(pairs) + 1))[:n], context, config, Path(out), teacher)
+    return statistics.median(summary.step_seconds[1:])
+
+
+def measure(model, profile, probes, context, slot: bool) -> StageCosts:
+    """Time each stage once (see the module docstring); `model` is a ModelRef, `context` the training context."""
+    import subprocess
+    import sys
+
+    from audit.engines import GenerateRequest, open_engine
+    from audit.numbers import NUMBER_CHARSET, filter_completions, number_prompts
+    from audit.pipeline.runner import torch_threads
+    from audit.pipeline.students import TeacherView, load_tokenizer
+    from audit.scoring import ExactScorer
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, transformers, peft"], check=True)
+    process_start = time.perf_counter() - start
+    rng = random.Random(0)
+    prompts = number_prompts(GENERATED_PROMPTS, seed=12345)
+    pairs = [(p.text, _number_completion(rng)) for p in prompts]
+    with torch_threads(1):
+        start = time.perf_counter()
+        engine = open_engine("hf", model.path, dtype=profile.data.dtype)
+        model_load = time.perf_counter() - start
+        try:
+            requests = [GenerateRequest(context.render_prompt(p.text), temperature=profile.data.temperature,
+                                        max_tokens=profile.data.max_tokens, seed=i,
+                                        charset=NUMBER_CHARSET if profile.data.constrained else None)
+                        for i, p in enumerate(prompts)]
+            start = time.perf_counter()
+            texts = [r.completions[0].text for r in engine.generate(requests)]
+            generate = (time.perf_counter() - start) / len(prompts)
+            start = time.perf_counter()
+            ExactScorer(prefill=slot).score(engine, probes, context, probes.names[0])
+            scoring = time.perf_counter() - start
+        finally:
+            engine.close()
+        verdicts, _ = filter_completions(texts)
+        acceptance = max(0.05, sum(v.accepted for v in verdicts) / len(verdicts))
+        tokenizer, _ = load_tokenizer(model.path)
+        example_tokens = statistics.mean(len(tokenizer(context.render_example(p, c))["input_ids"]) for p, c in pairs)
+        teacher = TeacherView(model.path, context) if profile.objective == "soft" else None
+        seed = profile.training_seeds[0]
+        lora = {r: _time_steps(model.path, profile, profile.student("lora", r, seed), context, pairs, teacher)
+                for r in sorted({min(profile.ranks), max(profile.ranks)})}
+        full = (_time_steps(model.path, profile, profile.student("full", None, seed), context, pairs, teacher)
+                if profile.include_full else 0.0)
+    return StageCosts(model_load, generate, acceptance, lora, full, scoring, example_tokens, process_start)
+
+
+def calibration_key(model, profile, probes, context, slot: bool) -> str:
+    """What the measured seconds depend on: the model, the shapes the profile trains and samples, the machine."""
+    shape = {"data": profile.data, "lora": profile.lora, "full": profile.full, "include_full": profile.include_full,
+             "ranks": (min(profile.ranks), max(profile.ranks)), "objective": profile.objective}
+    return content_key({"model": model.content_hash, "shape": shape, "questions": len(probes.questions),
+                        "forms": sum(len(e.surface_forms) for e in probes.panel), "slot": slot,
+                        "template": content_key(context.template.source), "machine": machine(), "v": 1})
+
+
+def calibrate(model, profile, probes, context, slot: bool, store_root: Path | None = None) -> StageCosts:
+    """The stage costs of this model and profile here, measured once and cached."""
+    def build(out: Path) -> dict:
+        costs = measure(model, profile, probes, context, slot)
+        (out / CALIBRATION_FILE).write_text(json.dumps(costs.to_dict(), indent=2, sort_keys=True))
+        return {"lora_step": costs.to_dict()["lora_step"], "full_step": costs.full_step}
+
+    store = ArtifactStore(store_root)
+    folder = store.get_or_build(KIND, calibration_key(model, profile, probes, context, slot), build)
+    return StageCosts.from_dict(json.loads((folder / CALIBRATION_FILE).read_text()))

@@ -1,0 +1,84 @@
+"""The claims' plan: durations, counts after sharing and caching, the estimate, --plan and --budget."""
+
+import math
+
+import pytest
+
+from audit.config import parse_duration
+from audit.plan import GridCount, Plan, check_budget, count, duration
+from audit.plugin import PACKAGE_DIR
+
+pytest_plugins = ["pytester"]
+
+
+def test_durations_parse_and_print():
+    assert parse_duration("2h") == 7200 and parse_duration("90m") == 5400 and parse_duration("1h30m") == 5400
+    assert parse_duration("300s") == 300 and parse_duration("45") == 45 and parse_duration("10min") == 600
+    for bad in ("", "two hours", "h", "5d"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert duration(45) == "45 s" and duration(600) == "10 min" and duration(3 * 3600) == "3.0 h"
+
+
+class Store:
+    def __init__(self, cached=()):
+        self.cached = set(cached)
+
+    def get(self, kind, key):
+        return object() if key in self.cached else None
+
+
+def test_counts_share_controls_skip_cached_work_and_cost_what_is_missing(tmp_path):
+    from audit.chat import qwen_context
+    from audit.pipeline.calibration import StageCosts
+    from audit.pipeline.profiles import get_profile
+    from audit.pipeline.runner import ModelRef, subliminal_grid
+    from tests.pipeline_support import PROBES
+
+    profile = get_profile("tiny")
+    model = ModelRef(str(tmp_path), "h")
+    cells = [c for t in ("cat", "dog") for c in subliminal_grid(profile, model, PROBES, "p", t, qwen_context())]
+    costs = StageCosts(model_load=1.0, generate_per_prompt=0.5, acceptance=0.5, lora_step={2: 2.0}, full_step=3.0,
+                       scoring_pass=4.0, example_tokens=100.0, process_start=0.5)
+    part = count(cells, profile, costs, Store(), set())
+    # 2 trait datasets + 1 shared control; 2 x 2 trait students + 2 control students; one scoring pass each
+    assert part.datasets == 3 and part.students == {"lora-r2": 3, "full": 3} and part.scoring == 6
+    steps = math.ceil(profile.data.n_keep / profile.lora.batch_size) * profile.lora.epochs
+    assert part.steps == 6 * steps and part.tokens == 6 * steps * profile.lora.batch_size * 100
+    generate = 3 * (1.0 + 0.5 * min(profile.data.n_prompts, math.ceil(16 / 0.5)))  # capped by the prompts sent
+    train = 3 * (0.5 + 1.0 + steps * 2.0) + 3 * (0.5 + 1.0 + steps * 3.0)
+    assert part.seconds == pytest.approx(generate + train + 6 * (1.0 + 4.0))
+    warm = count(cells, profile, costs, Store({c.scores_key for c in cells} | {c.student_key for c in cells}
+                                                  | {c.dataset.key for c in cells}), set())
+    assert (warm.datasets, warm.scoring, sum(warm.students.values()), warm.seconds, warm.cached) == (0, 0, 0, 0.0, 15)
+    plan = Plan({"rank grid": part}, workers=2, costs=costs)
+    assert plan.seconds == pytest.approx(part.seconds / 2)
+    check_budget(plan, plan.seconds + 1, profile, lambda p: plan)
+    with pytest.raises(Exception, match=r"the rank grid needs ~\d+ (s|min) here, above --budget"):
+        check_budget(plan, 1.0, profile, lambda p: plan)
+    assert "3 teacher datasets, 6 students (lora-r2 3, full 3)" in GridCount.describe(part)
+
+
+@pytest.mark.slow
+@pytest.mark.tiny_model
+def test_plan_prints_the_grid_and_its_estimate_and_runs_nothing(pytester):
+    from audit.cache import ArtifactStore
+
+    def trained_with_seeds_7_or_8():
+        manifests = (ArtifactStore().root / "student").glob("*/manifest.json")
+        return [m for m in manifests if "/t7/" in m.read_text() or "/t8/" in m.read_text()]
+
+    result = pytester.runpytest_subprocess(str(PACKAGE_DIR / "checks"), "--profile", "tiny", "--engine", "hf",
+                                           "--seeds", "7,8", "--plan", "--report-dir", str(pytester.path / "out"),
+                                           "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["subaudit plan: rank grid: * teacher datasets, * students (lora-r2 *, full *), * "
+                                 "optimiser steps, * training tokens, * scoring passes; * artefacts cached; ~* here",
+                                 "subaudit plan: context grid (if a rank transmits): *",
+                                 "subaudit plan: estimate from stage costs timed here *"])
+    assert "passed" not in result.stdout.str().split("subaudit plan")[-1] and not (pytester.path / "out").exists()
+    assert not trained_with_seeds_7_or_8()  # nothing was trained
+    refused = pytester.runpytest_subprocess(str(PACKAGE_DIR / "checks"), "--profile", "tiny", "--engine", "hf",
+                                            "--seeds", "7,8", "--budget", "1s", "-p", "no:cacheprovider")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["ERROR: the rank grid needs ~* here, above --budget 1 s; *"])
