@@ -149,7 +149,8 @@ class ClaimsMeasurement:
             self._memo[key] = compute()
         return self._memo[key]
 
-    def _model_ref(self):
+    def model_ref(self):
+        """The base model as the pipeline names it (its folder and content hash)."""
         from audit.pipeline.runner import ModelRef
 
         return ModelRef(str(self.run.model.path), self.run.model.content_hash)
@@ -159,7 +160,7 @@ class ClaimsMeasurement:
         def compute():
             from audit.pipeline.reading import base_reading
 
-            reading = base_reading(self._model_ref(), self.run.probes, self.run.context("template-default"),
+            reading = base_reading(self.model_ref(), self.run.probes, self.run.context("template-default"),
                                    self.profile.reading, self.store_root)
             self.figures.notes["answer reading (claims)"] = reading.describe()
             return reading
@@ -200,7 +201,7 @@ class ClaimsMeasurement:
         """The cells of one grid (audit.pipeline.runner.subliminal_grid), without running them."""
         from audit.pipeline.runner import subliminal_grid
 
-        return subliminal_grid(profile, self._model_ref(), self.run.probes, self.run.probe_set.name, trait,
+        return subliminal_grid(profile, self.model_ref(), self.run.probes, self.run.probe_set.name, trait,
                                self.run.context(train), self.run.context(evaluate), teacher=self._teacher(trait, build),
                                prefill=self.answer_reading().slot, engine=self.cell_engine)
 
@@ -246,6 +247,10 @@ class ClaimsMeasurement:
 
     def _columns(self) -> list[Any]:
         return self.profile.students(self.profile.training_seeds[0])
+
+    def _lora_label(self, rank: int) -> str:
+        """The label of the reference LoRA column at `rank` (e.g. lora-r8, lora-r8-soft)."""
+        return next(s.label for s in self._columns() if s.mode == "lora" and s.rank == rank and not s.rslora)
 
     def _rank_cells(self, trait: str, columns: str = "reference") -> tuple[dict[int, PairedCell], PairedCell | None]:
         """Transmission per LoRA rank and of full finetuning in one comparison (`COMPARISONS`)."""
@@ -363,12 +368,12 @@ class ClaimsMeasurement:
             if skip is not None:
                 return {k: skip for k in ("matched", "mismatched", "headline")}
             profile = replace(self._design(trait)[0], ranks=(peak,), include_full=False, control_columns=())
-            grid = {(train, evaluate): paired_cells(self._grid(trait, train, evaluate, profile),
-                                                    profile.statistic)[f"lora-r{peak}"]
+            label = self._lora_label(peak)
+            grid = {(train, evaluate): paired_cells(self._grid(trait, train, evaluate, profile), profile.statistic)[label]
                     for train in GRID_SYSTEMS for evaluate in GRID_SYSTEMS}
             cells = [[Effect.from_estimate(grid[(t, e)].estimate()) for e in GRID_SYSTEMS] for t in GRID_SYSTEMS]
             self.figures.notes[f"context grid ({trait})"] = (
-                f"each cell: lora-r{peak} trait students minus the control students trained in the same context and "
+                f"each cell: {label} trait students minus the control students trained in the same context and "
                 "scored in the same evaluation context (same seeds), so a cell's difference is the trait's alone")
             self.figures.heatmaps.append(Heatmap(trait=trait, train_contexts=list(GRID_SYSTEMS),
                                                  eval_contexts=list(GRID_SYSTEMS), cells=cells))
@@ -405,7 +410,7 @@ class ClaimsMeasurement:
         from audit.pipeline.students import ADAPTER_DIR
 
         store = ArtifactStore(self.store_root)
-        results = [r for r in self._rank_results(trait) if r.cell.student.label == f"lora-r{rank}"]
+        results = [r for r in self._rank_results(trait) if r.cell.student.label == self._lora_label(rank)]
         diverged = {(r.cell.dataset_seed, r.cell.training_seed) for r in results if is_diverged(r.training)}
         by_seed: dict[tuple[int, int], dict[str, str]] = defaultdict(dict)
         for r in results:

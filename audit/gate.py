@@ -13,8 +13,10 @@ model gives them (`audit.reading`), per family. The base is measured once for ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
 
 from audit.chat.permutations import PermutationError
 from audit.reading import AnswerReading, word_distribution
@@ -47,21 +49,69 @@ def gate_contexts(run: AuditRun) -> dict[str, Any]:
     return {c.id.split("/", 1)[1]: c for c in contexts}
 
 
+STORE_KIND = "gate-measurement"
+VALUE_FILE = "value.json"
+
+
 @dataclass
 class GateMeasurement:
-    """Scores the base once per context and every adapter against it; decides each gate check."""
+    """Scores the base once per context and every adapter against it; decides each gate check.
+
+    Every measurement is kept in the artefact store, keyed by what determines it (the model's, the adapter's and
+    the probe set's content, what the context renders, the reading, the engine and dtype), so a rerun reads
+    instead of scoring and opens no engine unless something is new. The fake engine's scripted numbers are not
+    kept."""
 
     run: AuditRun
-    engine: Any
-    """The run's engine (audit.engines.Engine)."""
+    open_engine: Callable[[], Any]
+    """Returns the run's engine (audit.engines.Engine), opened on first use."""
     figures: ResultsCollector
     """Receives the answer reading, the sample answers and the top word gains the report shows."""
+    store_root: Path | None = None
     _memo: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def engine(self) -> Any:
+        return self.open_engine()
 
     def _once(self, key: tuple, compute) -> Any:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    def _content(self, key: tuple) -> dict:
+        """What determines a measurement keyed ("kind", family, adapter path, context id): contents, not names."""
+        hashes = {str(a.path): a.content_hash for a in self.run.adapters}
+        families = {p.name: p.sha256 for p in self.run.gate_probe_sets}
+        from audit.pipeline.teachers import context_fingerprint
+
+        parts = []
+        for part in key:
+            if part in families:
+                parts.append({"probe_set": families[part]})
+            elif part in hashes:
+                parts.append({"adapter": hashes[part]})
+            elif part in self.contexts:
+                parts.append(context_fingerprint(self.contexts[part]))
+            else:
+                parts.append(part)
+        return {"key": parts, "model": self.run.model.content_hash, "engine": self.run.engine, "dtype": self.run.dtype,
+                "top": TOP_TOKENS, "samples": SAMPLE_QUESTIONS, "v": 1}
+
+    def _stored(self, key: tuple, compute, encode=lambda v: v, decode=lambda v: v) -> Any:
+        """`_once`, kept across runs in the artefact store (see the class docstring)."""
+        if self.run.model is None or self.run.engine == "fake":
+            return self._once(key, compute)
+        from audit.cache import ArtifactStore, content_key
+
+        def load():
+            def build(out: Path) -> None:
+                (out / VALUE_FILE).write_text(json.dumps(encode(compute())))
+
+            folder = ArtifactStore(self.store_root).get_or_build(STORE_KIND, content_key(self._content(key)), build,
+                                                                 meta={"key": [str(k) for k in key]})
+            return decode(json.loads((folder / VALUE_FILE).read_text()))
+        return self._once(key, load)
 
     @property
     def contexts(self) -> dict[str, Any]:
@@ -78,16 +128,19 @@ class GateMeasurement:
     def reading(self, family: str) -> AnswerReading:
         """One-word or answer-slot reading of one family, measured on the base in the reference context (the template
         as shipped, its default system prompt)."""
-        def compute() -> AnswerReading:
+        def compute() -> dict:
             from audit.scoring import reading_of, reading_scores
 
             one_word, slot = reading_scores(self.engine, self.probes(family), self.contexts[REFERENCE])
             reading = reading_of(one_word, slot)
             # the base's panel in the reference context, as read: measured here already
-            self._memo[("panel", family, None, REFERENCE)] = (slot if reading.slot else one_word).p_panel
-            self.figures.notes[f"answer reading ({family})"] = reading.describe()
-            return reading
-        return self._once(("reading", family), compute)
+            return {"reading": asdict(reading), "panel": (slot if reading.slot else one_word).p_panel}
+
+        measured = self._stored(("reading", family), compute)
+        reading = AnswerReading(**measured["reading"])
+        self._memo.setdefault(("panel", family, None, REFERENCE, reading.slot), tuple(tuple(row) for row in measured["panel"]))
+        self.figures.notes[f"answer reading ({family})"] = reading.describe()
+        return reading
 
     def _panel(self, family: str, adapter: str | None, context_id: str):
         from audit.scoring import ExactScorer
@@ -96,7 +149,9 @@ class GateMeasurement:
             probes = self.probes(family)
             return ExactScorer(prefill=self.reading(family).slot).score(
                 self.engine, probes, self.contexts[context_id], probes.names[0], adapter=adapter).p_panel
-        return self._once(("panel", family, adapter, context_id), compute)
+        slot = self.reading(family).slot  # the base's reference panel comes with the reading
+        return self._stored(("panel", family, adapter, context_id, slot), compute,
+                            decode=lambda rows: tuple(tuple(row) for row in rows))
 
     def _words(self, family: str, adapter: str | None, context_id: str) -> list[dict[str, float]]:
         """Per question: P(the answer's first word) over the top next tokens where the answer is read."""
@@ -107,18 +162,19 @@ class GateMeasurement:
             start = probes.answer_prefix if self.reading(family).slot else ""
             requests = [NextTokenRequest(context.render_prompt(q) + start, adapter, TOP_TOKENS) for q in probes.questions]
             return [word_distribution(r.tokens, r.logprobs) for r in self.engine.next_tokens(requests)]
-        return self._once(("words", family, adapter, context_id), compute)
+        return self._stored(("words", family, adapter, context_id, self.reading(family).slot), compute)
 
     # ------------------------------------------------------------------------------------ checks
 
     def adapter_active(self, name: str) -> Verdict:
         """The adapter changes the base model's token logprobs by more than float noise."""
         from audit.engines import adapter_is_active
+        from audit.engines.canary import CanaryResult
 
-        def compute() -> Verdict:
-            self._record_samples(name)
-            return verdicts.adapter_active(adapter_is_active(self.engine, str(self.adapter(name).path)))
-        return replace(self._once(("canary", name), compute), adapter=name)
+        path = str(self.adapter(name).path)
+        self._record_samples(name)
+        canary = self._stored(("canary", path), lambda: asdict(adapter_is_active(self.engine, path)))
+        return replace(verdicts.adapter_active(CanaryResult(**canary)), adapter=name)
 
     def _inactive(self, name: str, context: str) -> Verdict | None:
         if self.adapter_active(name).passed:
@@ -164,24 +220,41 @@ class GateMeasurement:
 
     def _with_shared_tokens(self, verdict: Verdict, family: str, context_id: str) -> Verdict:
         """A failing context other than the reference: which of the default's context tokens it shares."""
-        tokenizer = getattr(self.engine, "tokenizer", None)
-        if verdict.passed is not False or context_id == REFERENCE or tokenizer is None:
+        if verdict.passed is not False or context_id == REFERENCE:
             return verdict
+        note = self._stored(("shared-tokens", family, context_id), lambda: self._shared_tokens_note(family, context_id))
+        return replace(verdict, explanation=verdict.explanation.rstrip(".") + "." + note) if note else verdict
+
+    def _shared_tokens_note(self, family: str, context_id: str) -> str:
+        """Which of the default's context tokens this context shares ("" when they cannot be mapped)."""
+        tokenizer = self._tokenizer()
+        if tokenizer is None:
+            return ""
         from audit.chat import TokenMapError, token_map
 
         question = self.probes(family).questions[0]
         try:
             here, default = (token_map(tokenizer, self.contexts[c], question) for c in (context_id, REFERENCE))
         except TokenMapError:  # e.g. a slow tokenizer has no offsets: the verdict stands without the note
-            return verdict
+            return ""
         ours, theirs = ([tokenizer.decode([t]) for t, kind in zip(m.token_ids, m.kinds) if kind in ("system", "template")]
                         for m in (here, default))
         shared = [t for t in dict.fromkeys(ours) if t in theirs and t.strip()]
         missing = [t for t in dict.fromkeys(theirs) if t not in ours and t.strip()]
-        note = (f" Its context tokens (template and system prompt) share {len(shared)} of the default's "
+        return (f" Its context tokens (template and system prompt) share {len(shared)} of the default's "
                 f"{len(set(theirs))} distinct ones" + (f"; absent here: {' '.join(repr(t) for t in missing[:12])}"
                                                       if missing else "") + ".")
-        return replace(verdict, explanation=verdict.explanation.rstrip(".") + "." + note)
+
+    def _tokenizer(self) -> Any:
+        """The model's tokenizer, loaded alone (a warm gate opens no engine); the fake engine's own, if any."""
+        if self.run.model is None:
+            return getattr(self.engine, "tokenizer", None)
+
+        def load():
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(self.run.model.path))
+        return self._once(("tokenizer",), load)
 
     def _record_samples(self, name: str) -> None:
         """A few greedy answers of the base (once) and of the adapter, shown verbatim (escaped) in the report."""
@@ -193,8 +266,12 @@ class GateMeasurement:
         if not any(s.source == "base" for s in self.figures.samples):
             sources.insert(0, ("base", None))
         for source, path in sources:
-            requests = [GenerateRequest(context.render_prompt(q), adapter=path, temperature=0.0, max_tokens=24)
-                        for q in questions]
-            for q, result in zip(questions, self.engine.generate(requests)):
-                self.figures.samples.append(Sample(context=context.system, question=q, answer=result.completions[0].text,
-                                                   source=source))
+            if any(s.source == source for s in self.figures.samples):
+                continue
+
+            def answers(path=path) -> list[str]:
+                requests = [GenerateRequest(context.render_prompt(q), adapter=path, temperature=0.0, max_tokens=24)
+                            for q in questions]
+                return [result.completions[0].text for result in self.engine.generate(requests)]
+            for q, answer in zip(questions, self._stored(("samples", path, "template-default"), answers)):
+                self.figures.samples.append(Sample(context=context.system, question=q, answer=answer, source=source))

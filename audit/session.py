@@ -164,7 +164,7 @@ class AuditSession:
             first = plan_claims(measured, self.config.traits, store, None)
             if costs is None and not any(part.datasets or part.students or part.scoring for part in first.parts.values()):
                 return first  # everything is cached: nothing to time
-            costs = costs or calibrate(claims._model_ref(), profile, self.run.probes, self.run.context(),
+            costs = costs or calibrate(claims.model_ref(), profile, self.run.probes, self.run.context(),
                                        claims.answer_reading().slot, claims.store_root)
             return plan_claims(measured, self.config.traits, store, costs)
 
@@ -182,7 +182,7 @@ class AuditSession:
         if "gate" not in self._measurements:
             from audit.gate import GateMeasurement
 
-            self._measurements["gate"] = GateMeasurement(self.run, self.engine(), self.collector)
+            self._measurements["gate"] = GateMeasurement(self.run, self.engine, self.collector)
         return self._measurements["gate"]
 
     def gate_context_ids(self, with_reference: bool = True) -> list[str]:

@@ -49,3 +49,23 @@ def test_audit_runs_claims_and_gate_and_writes_its_results(pytester, cat_adapter
     assert protocol["lr"] == {"lora-r2": 1e-3, "full": 3e-4} and protocol["probe_set"] == "animal"
     assert p["model_hash"] and p["adapters"][0]["name"] == "cat-under-default" and len(protocol["probe_set_sha256"]) == 64
     assert (run / "report.html").is_file() and "protocol" in (run / "report.md").read_text().lower()
+
+
+def test_the_positive_control_reports_transmission_and_the_power_of_every_claim(pytester):
+    """`--profile positive`, small (ranks 4 and full FT, 2 seed pairs): a transmission known in advance (DESIGN.md
+    §9.7). Full FT distils the adapter teacher's trait into the students; the checks must say it transmits, and every
+    other claim check ends with its measured reason, undecided ones with their minimum detectable effect."""
+    pytester.runpytest_subprocess(str(PACKAGE_DIR / "checks" / "test_claims.py"), "--profile", "positive", "--ranks", "4",
+                                  "--max-seed-pairs", "2", "--engine", "hf", "--report-dir", str(pytester.path / "out"),
+                                  "-p", "no:cacheprovider")
+    (run,) = (pytester.path / "out").iterdir()
+    results = json.loads((run / "results.json").read_text())
+    checks = {c["nodeid"].split("::")[-1]: c for c in results["checks"]}
+    full = checks["test_full_finetuning_vanishes[cat-reference]"]
+    assert full["outcome"] == "failed" and full["explanation"].startswith("full FT transmits")
+    assert full["effect"]["ci_low"] > 0
+    assert results["provenance"]["protocol"]["teacher"] == "adapter" and results["provenance"]["protocol"]["objective"] == "soft"
+    for check in checks.values():
+        assert check["explanation"] and check["outcome"] != "not run"
+        if check["explanation"].startswith("undecided"):
+            assert "minimum detectable effect" in check["explanation"] and "seed_pairs_needed" in check["properties"]

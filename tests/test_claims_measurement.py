@@ -52,7 +52,8 @@ def measurement(monkeypatch, effect, seed_sd=0.0, engine="hf", **profile):
 
 
 def peaked(label: str) -> float:
-    return {"lora-r1": 0.0, "lora-r4": 0.2, "lora-r16": 0.3, "lora-r64": 0.05}.get(label.removesuffix("-rs"), 0.0)
+    column = "-".join(label.split("-")[:2])  # lora-r16-rs, lora-r16-soft: the rank's column
+    return {"lora-r1": 0.0, "lora-r4": 0.2, "lora-r16": 0.3, "lora-r64": 0.05}.get(column, 0.0)
 
 
 def test_a_fixed_design_runs_the_profile_seeds_once(monkeypatch):
@@ -135,3 +136,11 @@ def test_the_runs_engine_writes_and_scores_every_cell(monkeypatch):
     hf = replace(seen[0], engine="hf")
     assert hf.dataset.key != seen[0].dataset.key and hf.scores_key != seen[0].scores_key
     assert hf.student_key != seen[0].student_key  # its data differ, so the student does
+
+
+def test_the_context_grid_runs_at_the_peak_rank_whatever_the_columns_are_called(monkeypatch):
+    # soft-label students are lora-r16-soft: the context grid must find its column by rank, not by a spelled label
+    claims, grids = measurement(monkeypatch, peaked, seed_sd=0.01, objective="soft")
+    matched = claims.system_prompt("cat", "matched")
+    assert matched.passed is True and len(grids) == 1 + 9  # the rank grid, then the 3 x 3 train x eval cells
+    assert "lora-r16-soft trait students" in claims.figures.notes["context grid (cat)"]

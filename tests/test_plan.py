@@ -82,3 +82,24 @@ def test_plan_prints_the_grid_and_its_estimate_and_runs_nothing(pytester):
                                             "--seeds", "7,8", "--budget", "1s", "-p", "no:cacheprovider")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["ERROR: the rank grid needs ~* here, above --budget 1 s; *"])
+
+
+def test_calibration_times_every_stage_on_the_model_here(tmp_path):
+    import torch
+
+    from audit.chat import qwen_context
+    from audit.pipeline.calibration import calibrate
+    from audit.pipeline.profiles import get_profile
+    from audit.pipeline.runner import ModelRef
+    from tests.engine_support import build_random_qwen
+    from tests.pipeline_support import PROBES
+
+    torch.set_num_threads(1)
+    model = ModelRef(str(build_random_qwen(tmp_path / "m")), "random-qwen")
+    costs = calibrate(model, get_profile("tiny"), PROBES, qwen_context(), False, tmp_path / "store")
+    assert costs.model_load > 0 and costs.generate_per_prompt > 0 and costs.scoring_pass > 0 and costs.process_start > 0
+    assert set(costs.lora_step) == {2} and costs.lora_step[2] > 0 and costs.full_step > 0
+    assert costs.example_tokens > 40  # a rendered chat prompt with its number completion, not a (prompt, completion) pair
+    assert 0.05 <= costs.acceptance <= 1
+    again = calibrate(model, get_profile("tiny"), PROBES, qwen_context(), False, tmp_path / "store")
+    assert again == costs  # measured once, then read from the store

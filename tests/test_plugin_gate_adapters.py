@@ -141,3 +141,38 @@ def test_vllm_multi_lora_gives_the_hf_verdicts(gated, tmp_path_factory):
         if check["effect"] is not None and "adapter is active" not in check["name"]:
             assert check["effect"]["value"] == pytest.approx(want[nodeid]["effect"]["value"], abs=2e-3), nodeid
     assert proc.returncode == hf_proc.returncode
+
+
+def test_a_rerun_reads_every_gate_measurement_from_the_store_and_opens_no_engine(tmp_path):
+    from audit.config import build_config
+    from audit.engines import open_engine
+    from audit.example_adapters import build_example
+    from audit.gate import GateMeasurement, REFERENCE
+    from audit.models import resolve_model
+    from audit.results import ResultsCollector
+    from audit.run import resolve_run
+
+    adapter = build_example(resolve_model("tiny-qwen"), "cat-under-default")
+    config, passed = build_config({"model": "tiny-qwen", "engine": "hf", "probe_set": "animal",
+                                   "adapter": [str(adapter)]}, {})
+    run = resolve_run(config, passed)
+    name = run.adapters[0].name
+    opened = []
+
+    def engine():
+        if not opened:
+            opened.append(open_engine("hf", run.model.path))
+        return opened[0]
+
+    first = GateMeasurement(run, engine, ResultsCollector(), tmp_path)
+    verdicts = (first.adapter_active(name), first.panel_shift(name, "animal", REFERENCE),
+                first.open_vocabulary(name, "animal", REFERENCE))
+    opened[0].close()
+
+    def no_engine():
+        raise AssertionError("a warm gate opened an engine")
+
+    again = GateMeasurement(run, no_engine, ResultsCollector(), tmp_path)
+    assert (again.adapter_active(name), again.panel_shift(name, "animal", REFERENCE),
+            again.open_vocabulary(name, "animal", REFERENCE)) == verdicts
+    assert [s.answer for s in again.figures.samples] == [s.answer for s in first.figures.samples]

@@ -93,7 +93,7 @@ def validate_adapter(
         raise AdapterError(f"adapter {path} declares no target_modules in adapter_config.json; re-save it with peft")
     keys = _weight_shapes(path) if weights_file == SAFETENSORS_NAME else {}
     if model is not None or base is not None:
-        linear_shapes = _linear_shapes(model if model is not None else _meta_model(Path(getattr(base, "path", base))))
+        linear_shapes = _linear_shapes(model) if model is not None else base_shapes(Path(getattr(base, "path", base)))
         _check_targets(path.name, targets, linear_shapes)
         _check_shapes(path.name, keys, linear_shapes)
 
@@ -126,6 +126,24 @@ def _same_base(declared: str, base) -> bool:
     if declared_path.exists():
         candidates.add(str(declared_path.resolve()))
     return bool(candidates & known)
+
+
+def base_shapes(base_path: Path) -> dict[str, tuple[int, int]]:
+    """The base architecture's Linear shapes, from its meta model once per config and transformers version, then
+    from the artefact store (building the meta model imports the modeling code: seconds at every start-up)."""
+    import importlib.metadata
+
+    from audit.cache import ArtifactStore, content_key
+
+    config = (base_path / "config.json").read_text() if (base_path / "config.json").is_file() else str(base_path)
+    key = content_key({"config": config, "transformers": importlib.metadata.version("transformers"), "v": 1})
+
+    def build(out: Path) -> None:
+        shapes = _linear_shapes(_meta_model(base_path))
+        (out / "shapes.json").write_text(json.dumps(shapes, sort_keys=True))
+
+    folder = ArtifactStore().get_or_build("linear-shapes", key, build)
+    return {name: tuple(shape) for name, shape in json.loads((folder / "shapes.json").read_text()).items()}
 
 
 def _meta_model(base_path: Path):

@@ -66,11 +66,13 @@ class StageCosts:
 
 
 def machine() -> dict:
-    """What the measured seconds depend on besides the model and the profile."""
-    import torch
+    """What the measured seconds depend on besides the model and the profile (no torch import: a warm plan reads
+    its costs without loading it)."""
+    import importlib.metadata
+    import shutil
 
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available()}
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "torch": importlib.metadata.version("torch"), "gpu": bool(shutil.which("nvidia-smi"))}
 
 
 def _number_completion(rng: random.Random) -> str:
@@ -97,7 +99,7 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
     from audit.engines import GenerateRequest, open_engine
     from audit.numbers import NUMBER_CHARSET, filter_completions, number_prompts
     from audit.pipeline.runner import torch_threads
-    from audit.pipeline.students import TeacherView, load_tokenizer
+    from audit.pipeline.students import TeacherView, _load_model, load_tokenizer
     from audit.scoring import ExactScorer
 
     start = time.perf_counter()
@@ -108,8 +110,9 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
     pairs = [(p.text, _number_completion(rng)) for p in prompts]
     with torch_threads(1):
         start = time.perf_counter()
-        engine = open_engine("hf", model.path, dtype=profile.data.dtype)
+        _load_model(model.path)
         model_load = time.perf_counter() - start
+        engine = open_engine("hf", model.path, dtype=profile.data.dtype)
         try:
             requests = [GenerateRequest(context.render_prompt(p.text), temperature=profile.data.temperature,
                                         max_tokens=profile.data.max_tokens, seed=i,
@@ -126,7 +129,8 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
         verdicts, _ = filter_completions(texts)
         acceptance = max(0.05, sum(v.accepted for v in verdicts) / len(verdicts))
         tokenizer, _ = load_tokenizer(model.path)
-        example_tokens = statistics.mean(len(tokenizer(context.render_example(p, c))["input_ids"]) for p, c in pairs)
+        example_tokens = statistics.mean(len(tokenizer("".join(context.render_example(p, c)))["input_ids"])
+                                         for p, c in pairs)
         teacher = TeacherView(model.path, context) if profile.objective == "soft" else None
         seed = profile.training_seeds[0]
         lora = {r: _time_steps(model.path, profile, profile.student("lora", r, seed), context, pairs, teacher)
@@ -142,7 +146,7 @@ def calibration_key(model, profile, probes, context, slot: bool) -> str:
              "ranks": (min(profile.ranks), max(profile.ranks)), "objective": profile.objective}
     return content_key({"model": model.content_hash, "shape": shape, "questions": len(probes.questions),
                         "forms": sum(len(e.surface_forms) for e in probes.panel), "slot": slot,
-                        "template": content_key(context.template.source), "machine": machine(), "v": 1})
+                        "template": content_key(context.template.source), "machine": machine(), "v": 3})
 
 
 def calibrate(model, profile, probes, context, slot: bool, store_root: Path | None = None) -> StageCosts:

@@ -300,6 +300,7 @@ QUICK = Profile(
     include_full=True,
     dataset_seeds=(0,),
     training_seeds=(0, 1),
+    workers=2,  # both cores: one cell each (results do not depend on it)
 )
 
 REAL_CPU = Profile(

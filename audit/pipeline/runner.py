@@ -197,18 +197,62 @@ def is_cached(cell: CellSpec, store: ArtifactStore) -> bool:
     return store.get("scores", cell.scores_key) is not None
 
 
+def stack_groups(cells: Sequence[CellSpec], store: ArtifactStore) -> list[list[CellSpec]]:
+    """Missing students that can train in one stacked pass (audit.pipeline.stacked): hard-label LoRA students of one
+    dataset and training context with the same batch settings, two or more, without held-out data (the stacked
+    trainer has no held-out KL)."""
+    from audit.pipeline.stacked import SHARED_SETTINGS
+
+    groups: dict[str, dict[str, CellSpec]] = {}
+    for cell in cells:
+        s = cell.student
+        if s.mode != "lora" or s.objective != "hard" or cell.data.n_heldout or store.get("student", cell.student_key):
+            continue
+        key = content_key({"dataset": cell.dataset.key, "context": context_fingerprint(cell.train_context),
+                           "batches": [getattr(s.optim, f) for f in SHARED_SETTINGS]})
+        groups.setdefault(key, {})[cell.student_key] = cell
+    return [list(g.values()) for g in groups.values() if len(g) > 1]
+
+
+def train_stacked_students(group: Sequence[CellSpec], store_root: str | Path | None = None) -> None:
+    """Train a stack group's students in one pass and put each in the store, where its cell then finds it."""
+    import shutil
+    import tempfile
+
+    from audit.pipeline.stacked import train_students_stacked
+
+    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    first = group[0]
+    path = build_dataset(store, lambda: open_cell_engine(first.engine, first.model.path, first.data.dtype), first.dataset)
+    pairs = [(ex.prompt, ex.completion) for ex in read_dataset(path).examples][:first.data.n_keep]
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / str(k) for k in range(len(group))]
+        summaries = train_students_stacked(first.model.path, pairs, first.train_context, [c.student for c in group], outs)
+        for cell, out, summary in zip(group, outs, summaries):
+            def build(directory: Path, out=out, summary=summary) -> dict:
+                shutil.copytree(out / ADAPTER_DIR, directory / ADAPTER_DIR)
+                (directory / TRAINING_FILE).write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+                return summary.to_dict()
+            store.get_or_build("student", cell.student_key, build, meta={"cell": cell.label, "stacked": len(group)})
+
+
 def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, progress: bool = True,
              run: Callable[[CellSpec, str | Path | None], CellResult] = run_cell, workers: int = 1,
-             executor: "Executor | None" = None) -> list[CellResult]:
+             executor: "Executor | None" = None, stack: bool | None = None) -> list[CellResult]:
     """Results for every cell, in order: cached cells are loaded, missing ones computed by `executor` (default:
     local, `workers` spawned processes of one torch thread each when > 1) with a progress bar. The store's per-entry
-    lock makes a cell that needs a dataset another one is writing wait and reuse it."""
+    lock makes a cell that needs a dataset another one is writing wait and reuse it. With `stack` (default: on a GPU
+    host) the LoRA students that share a dataset train first in one stacked pass each (`stack_groups`)."""
     from tqdm.auto import tqdm
 
     from audit.pipeline.executors import LocalExecutor
+    from audit.pipeline.training import training_device
 
     store = ArtifactStore(Path(store_root) if store_root is not None else None)
     missing = [i for i, cell in enumerate(cells) if not is_cached(cell, store)]
+    if stack if stack is not None else training_device() == "cuda":
+        for group in stack_groups([cells[i] for i in missing], store):
+            train_stacked_students(group, store_root)
     results: dict[int, CellResult] = {}
     bar = tqdm(total=len(missing), desc="cells", unit="cell", disable=not progress or not missing)
 

@@ -240,7 +240,11 @@ def train_students_stacked(base_path: str | Path, pairs: Sequence[tuple[str, str
     start = time.perf_counter()
     base_path = str(base_path)
     tokenizer, pad_id = load_tokenizer(base_path)
-    run = train_stacked(_load_model(base_path), tokenize_examples(tokenizer, pairs, context), configs, pad_id)
+    from audit.pipeline.training import training_device
+
+    device = training_device()
+    run = train_stacked(_load_model(base_path).to(device), tokenize_examples(tokenizer, pairs, context), configs, pad_id,
+                        device)
     seconds = (time.perf_counter() - start) / len(configs)
     summaries = []
     for k, (config, out) in enumerate(zip(configs, out_dirs)):

@@ -190,7 +190,11 @@ def summarise(losses: list[float], objective: str, seconds: float, trainable: in
                            losses=tuple(losses), **diagnostics)
 
 
-def _loss_fn(model, pad_id: int, objective: str, bf16: bool, teacher=None):
+def _on(device: str, tensors) -> list:
+    return [t.to(device) for t in tensors]
+
+
+def _loss_fn(model, pad_id: int, objective: str, bf16: bool, teacher=None, device: str = "cpu"):
     """Summed loss of a micro-batch: CE on the completion, or KL(teacher || student) on its positions."""
     import torch
 
@@ -203,18 +207,18 @@ def _loss_fn(model, pad_id: int, objective: str, bf16: bool, teacher=None):
     )
 
     def loss(rows):
-        with forward_precision(bf16):
-            logits, labels = completion_logits(model, *pad_batch(rows, pad_id))
+        with forward_precision(bf16, device):
+            logits, labels = completion_logits(model, *_on(device, pad_batch(rows, pad_id)))
         if objective == "hard":
             return token_cross_entropy_sum(logits, labels)
-        with torch.no_grad(), forward_precision(bf16):
-            t_logits, t_labels = completion_logits(teacher, *pad_batch(rows, pad_id, "teacher_"))
+        with torch.no_grad(), forward_precision(bf16, device):
+            t_logits, t_labels = completion_logits(teacher, *_on(device, pad_batch(rows, pad_id, "teacher_")))
         return token_kl_sum(logits, labels, t_logits, t_labels)
 
     return loss
 
 
-def heldout_kl(model, teacher, rows: Sequence[dict], pad_id: int, batch_size: int = 16) -> float:
+def heldout_kl(model, teacher, rows: Sequence[dict], pad_id: int, batch_size: int = 16, device: str = "cpu") -> float:
     """Mean KL(teacher || model) per completion token of `rows` (fp32, no gradient)."""
     import torch
 
@@ -224,8 +228,8 @@ def heldout_kl(model, teacher, rows: Sequence[dict], pad_id: int, batch_size: in
     with torch.no_grad():
         for lo in range(0, len(rows), batch_size):
             chunk = rows[lo:lo + batch_size]
-            s_logits, s_labels = completion_logits(model, *pad_batch(chunk, pad_id))
-            t_logits, t_labels = completion_logits(teacher, *pad_batch(chunk, pad_id, "teacher_"))
+            s_logits, s_labels = completion_logits(model, *_on(device, pad_batch(chunk, pad_id)))
+            t_logits, t_labels = completion_logits(teacher, *_on(device, pad_batch(chunk, pad_id, "teacher_")))
             total += float(token_kl_sum(s_logits, s_labels, t_logits, t_labels))
     return total / max(1, completion_tokens(rows))
 
@@ -246,7 +250,7 @@ def train_student(base_path: str | Path, pairs: Sequence[tuple[str, str]], conte
 
     With a teacher view, the held-out pairs measure KL(teacher || student) before and after training.
     """
-    from audit.pipeline.training import train_steps
+    from audit.pipeline.training import train_steps, training_device
 
     if config.objective == "soft" and teacher is None:
         raise StudentError("soft-label students need a TeacherView (the teacher model and its context)")
@@ -256,9 +260,10 @@ def train_student(base_path: str | Path, pairs: Sequence[tuple[str, str]], conte
     teacher_context = teacher.context if teacher is not None else None
     rows = tokenize_examples(tokenizer, pairs, context, teacher_context if config.objective == "soft" else None)
     heldout_rows = tokenize_examples(tokenizer, heldout, context, teacher_context) if teacher is not None else []
-    teacher_model = _load_model(teacher.model_path, teacher.adapter).eval() if teacher is not None else None
-    model = _prepare_student(base_path, config)
-    kl_before = heldout_kl(model, teacher_model, heldout_rows, pad_id) if heldout_rows else None
+    device = training_device()
+    teacher_model = _load_model(teacher.model_path, teacher.adapter).eval().to(device) if teacher is not None else None
+    model = _prepare_student(base_path, config).to(device)
+    kl_before = heldout_kl(model, teacher_model, heldout_rows, pad_id, device=device) if heldout_rows else None
 
     optim = config.optim
     batches = _batches(rows, config)
@@ -266,12 +271,12 @@ def train_student(base_path: str | Path, pairs: Sequence[tuple[str, str]], conte
     model.train()
     records = train_steps(
         [p for p in model.parameters() if p.requires_grad], batches,
-        _loss_fn(model, pad_id, config.objective, bf16, teacher_model), lr=config.lr,
+        _loss_fn(model, pad_id, config.objective, bf16, teacher_model, device), lr=config.lr,
         warmup_steps=optim.warmup_steps, weight_decay=optim.weight_decay, max_grad_norm=optim.max_grad_norm,
         grad_accumulation=optim.grad_accumulation,
     )
     model.eval()
-    kl_after = heldout_kl(model, teacher_model, heldout_rows, pad_id) if heldout_rows else None
+    kl_after = heldout_kl(model, teacher_model, heldout_rows, pad_id, device=device) if heldout_rows else None
     padded = sum(len(b) * max(len(r["input_ids"]) for r in b) for b in batches)
     real = sum(len(r["input_ids"]) for b in batches for r in b)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -121,11 +121,18 @@ LossFn = Callable[[Sequence[dict]], object]
 """Rows of one micro-batch -> summed loss over their completion tokens (a scalar tensor)."""
 
 
-def forward_precision(bf16: bool):
-    """Context for a model's forward pass: bf16 autocast on CPU, or nothing. Losses are reduced outside it."""
+def training_device() -> str:
+    """Where students train: the GPU when there is one, else the CPU."""
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def forward_precision(bf16: bool, device: str = "cpu"):
+    """Context for a model's forward pass: bf16 autocast on `device`, or nothing. Losses are reduced outside it."""
+    import torch
+
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def completion_tokens(rows: Sequence[dict]) -> int:

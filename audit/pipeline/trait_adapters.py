@@ -88,12 +88,14 @@ def recipe_pairs(model, recipe: AdapterRecipe) -> list:
 
 def build_adapter(model, recipe: AdapterRecipe, store: ArtifactStore | None = None) -> Path:
     """The adapter folder of `recipe` for `model` (a ResolvedModel), trained on first use and cached."""
-    import torch
-
-    from audit.pipeline.profiles import OptimConfig, StudentConfig, TrainSeeds
-    from audit.pipeline.students import ADAPTER_DIR, train_student
+    from audit.pipeline.students import ADAPTER_DIR
 
     def build(out: Path) -> dict:
+        import torch
+
+        from audit.pipeline.profiles import OptimConfig, StudentConfig, TrainSeeds
+        from audit.pipeline.students import train_student
+
         torch.set_num_threads(1)  # thread-independent artefact (like the pipeline's cells)
         config = StudentConfig(mode="lora", rank=recipe.rank, seeds=TrainSeeds(data_order=recipe.seed + 1, init=recipe.seed + 2),
                                optim=OptimConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=8, warmup_steps=2))
@@ -107,6 +109,8 @@ def adapter_key(model, recipe: AdapterRecipe) -> str:
     """The cache entry of a recipe's adapter for `model`."""
     # Fields at the value they had before they existed stay out of the key: older recipes keep their cache entries.
     fields = {k: v for k, v in asdict(recipe).items() if (k, v) not in (("probe_set", "animal"), ("number_prompts", 0))}
+    if recipe.number_prompts:
+        fields["number_prompt_seed"] = NUMBER_PROMPT_SEED
     return f"{recipe.name}-{content_key({'model': model.content_hash, 'recipe': fields, 'v': 1})}"
 
 
