@@ -109,20 +109,17 @@ class ClaimsMeasurement:
         cap on seed pairs (--max-seed-pairs): the training seeds double at each look (audit.stats.sequential) until
         every column of the rank grid is decided or the cap is reached; each look tests at the alpha it spends."""
         def compute() -> tuple[Any, EffectRule]:
-            from audit.stats.sequential import looks, stopping_look
+            from audit.stats.sequential import stopping_look
 
             config, profile = self.run.config, self.profile
             rule = EffectRule(config.smallest_effect, config.smallest_effect_floor)
-            per_seed = len(profile.dataset_seeds)
-            design = looks(profile.seed_pairs, profile.max_seed_pairs or profile.seed_pairs, per_seed, rule.alpha)
+            design = profile.looks(rule.alpha)
             if len(design) == 1:
                 return profile, rule
             history: list[str] = []
 
             def at(look):
-                extra = range(max(profile.training_seeds) + 1, 10**6)
-                seeds = (*profile.training_seeds, *extra[:look.replicates // per_seed - len(profile.training_seeds)])
-                return replace(profile, training_seeds=seeds), replace(rule, alpha=look.alpha)
+                return profile.with_seed_pairs(look.replicates), replace(rule, alpha=look.alpha)
 
             def decided(look) -> bool:
                 at_look, look_rule = at(look)
@@ -222,13 +219,9 @@ class ClaimsMeasurement:
         """What the claims of `trait` may compute, without computing it (audit.plan): the rank grid at its first
         look and, with a sequential design, at its cap; the context grid at the largest rank (an upper bound: it
         runs at the peak rank, and only when that rank transmits)."""
-        from audit.stats.sequential import looks
-
         profile = self.profile
-        per_seed = len(profile.dataset_seeds)
-        design = looks(profile.seed_pairs, profile.max_seed_pairs or profile.seed_pairs, per_seed)
-        cap = replace(profile, training_seeds=(*profile.training_seeds, *range(
-            max(profile.training_seeds) + 1, 10**6)[:design[-1].replicates // per_seed - len(profile.training_seeds)]))
+        design = profile.looks()
+        cap = profile.with_seed_pairs(design[-1].replicates)
         default = "template-default"
         grids = {"rank grid": self.cells(trait, default, default, profile, build=False)}
         if len(design) > 1:

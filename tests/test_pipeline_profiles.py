@@ -80,3 +80,10 @@ def test_control_columns_add_rslora_and_lr_matched_full_without_changing_the_ref
         replace(plain, control_columns=("nope",))
     with pytest.raises(ProfileError, match="needs full finetuning"):
         replace(plain, include_full=False, control_columns=("full-lora-lr",))
+
+
+def test_seed_pairs_grow_by_whole_training_seeds_after_the_largest():
+    assert PAPER.with_seed_pairs(9).training_seeds == (0, 1, 2) and PAPER.with_seed_pairs(9).seed_pairs == 9
+    assert [look.replicates for look in PAPER.looks()] == [3, 6, 9]
+    assert replace(QUICK, training_seeds=(3, 5)).with_seed_pairs(4).training_seeds == (3, 5, 6, 7)
+    assert len(QUICK.looks()) == 1 and QUICK.looks()[0].alpha == 0.05  # a fixed design: one look at the full alpha

@@ -241,6 +241,18 @@ class Profile:
         """Independent replicates of each column: dataset seeds x training seeds."""
         return len(self.dataset_seeds) * len(self.training_seeds)
 
+    def looks(self, alpha: float = 0.05) -> list:
+        """The analyses of the sequential design (audit.stats.sequential): one look at `seed_pairs` when fixed."""
+        from audit.stats.sequential import looks
+
+        return looks(self.seed_pairs, self.max_seed_pairs or self.seed_pairs, len(self.dataset_seeds), alpha)
+
+    def with_seed_pairs(self, pairs: int) -> "Profile":
+        """This profile with training seeds added (after its largest) until it has `pairs` seed pairs."""
+        wanted = -(-pairs // len(self.dataset_seeds))
+        extra = range(max(self.training_seeds) + 1, max(self.training_seeds) + 1 + wanted - len(self.training_seeds))
+        return replace(self, training_seeds=(*self.training_seeds, *extra))
+
     def student(self, mode: Mode, rank: int | None, training_seed: int, **overrides) -> StudentConfig:
         """The student config of one grid column, with this profile's optimiser settings."""
         optim = self.lora if mode == "lora" else self.full
