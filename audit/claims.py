@@ -107,7 +107,8 @@ class ClaimsMeasurement:
     def _design(self, trait: str) -> tuple[Any, EffectRule]:
         """The trait's seed pairs and decision rule. Fixed design: the profile's seed pairs at alpha 0.05. With a
         cap on seed pairs (--max-seed-pairs): the training seeds double at each look (audit.stats.sequential) until
-        every column of the rank grid is decided or the cap is reached; each look tests at the alpha it spends."""
+        the rank grid's claims are decided (`_undecided_claims`) or the cap is reached; each look tests at the alpha
+        it spends."""
         def compute() -> tuple[Any, EffectRule]:
             from audit.stats.sequential import stopping_look
 

@@ -240,8 +240,8 @@ class AuditConfig:
                                               flag="--control-columns")
     """Control columns trained beside the reference grid (audit.pipeline.profiles.CONTROL_COLUMNS), each deciding a
     claim without one of its step-size confounds; () keeps the profile's."""
-    max_seed_pairs: int | None = option(None, "Claims: add seed pairs (doubling the training seeds) until every "
-                                        "rank-grid column is decided or N seed pairs are reached, alpha spent across "
+    max_seed_pairs: int | None = option(None, "Claims: add seed pairs (doubling the training seeds) until the rank "
+                                        "and full-FT claims are decided or N seed pairs are reached, alpha spent across "
                                         "the looks (default: the profile's; none has a cap, so the design is fixed).",
                                         _count("--max-seed-pairs"), flag="--max-seed-pairs")
     """Cap of the sequential design (audit.stats.sequential); None keeps the profile's (a fixed design in every

@@ -72,6 +72,7 @@ def test_the_sequential_design_adds_seed_pairs_until_every_column_is_decided(mon
     assert claims.rule("cat").alpha == pytest.approx(0.05 - 0.05 * np.log(1 + (np.e - 1) * 0.5))
     assert verdict.passed is True and "over 32 seed-pair means" in verdict.explanation  # 4 ranks x 8 seed pairs
     assert "8 seed pairs at alpha 0.0190: undecided full" in note  # the cap reached: what stayed open is named
+    assert "(98.1% interval)" in claims.full_ft_vanishes("cat").explanation  # decided at the last look's level
 
 
 def test_the_sequential_design_stops_at_the_first_look_that_decides(monkeypatch):

@@ -217,8 +217,8 @@ class Profile:
     control_columns: tuple[str, ...] = ()
     """Control columns trained beside the reference ones (`CONTROL_COLUMNS`): "full-lora-lr", "rslora"."""
     max_seed_pairs: int | None = None
-    """Cap of a sequential design (audit.stats.sequential): training seeds double until every column of the
-    rank grid is decided or this many seed pairs are reached. None: a fixed design of `seed_pairs`."""
+    """Cap of a sequential design (audit.stats.sequential): training seeds double until the rank grid's claims are
+    decided or this many seed pairs are reached. None: a fixed design of `seed_pairs`."""
 
     def __post_init__(self) -> None:
         if self.reading not in READINGS:

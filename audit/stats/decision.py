@@ -62,6 +62,8 @@ class Decision:
         """What was measured and, when undecided, what would decide it."""
         e = self.estimate
         ci = f"[{e.ci_low:+.4f}, {e.ci_high:+.4f}]" if math.isfinite(e.ci_low) else "(no interval)"
+        if math.isfinite(e.ci_low) and abs(self.alpha - 0.05) > 1e-12:  # a look of a sequential design
+            ci += f" ({1 - self.alpha:.1%} interval)"
         text = (f"{e.value:+.4f} {ci} over {self.n_replicates} seed pair(s); smallest effect of interest "
                 f"{self.smallest_effect:.4f}")
         if self.outcome != "undecided":
