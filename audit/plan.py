@@ -80,8 +80,7 @@ def count(cells: list[Any], profile, costs, store, seen: set[str]) -> GridCount:
                 out.tokens += int(steps * optim.batch_size * (costs.example_tokens if costs else 0))
                 if costs is not None:
                     step = costs.lora(cell.student.rank) if cell.student.mode == "lora" else costs.full_step
-                    soft = costs.model_load if cell.student.objective == "soft" else 0.0  # the teacher model
-                    out.seconds += costs.process_start + costs.model_load + soft + steps * step
+                    out.seconds += costs.process_start + costs.student_overhead[cell.student.mode] + steps * step
             else:
                 out.scoring += 1
                 if costs is not None:
@@ -125,6 +124,7 @@ class Plan:
                        f"(acceptance {c.acceptance:.0%}), LoRA step " + ", ".join(f"r{r} {s:.2f} s" for r, s in
                                                                                   sorted(c.lora_step.items()))
                        + (f", full-FT step {c.full_step:.2f} s" if c.full_step else "")
+                       + ", per student outside its steps " + ", ".join(f"{m} {o:.1f} s" for m, o in c.student_overhead.items())
                        + f", scoring pass {c.scoring_pass:.1f} s, process start {c.process_start:.1f} s")
         return out
 

@@ -39,14 +39,15 @@ def test_counts_share_controls_skip_cached_work_and_cost_what_is_missing(tmp_pat
     model = ModelRef(str(tmp_path), "h")
     cells = [c for t in ("cat", "dog") for c in subliminal_grid(profile, model, PROBES, "p", t, qwen_context())]
     costs = StageCosts(model_load=1.0, generate_per_prompt=0.5, acceptance=0.5, lora_step={2: 2.0}, full_step=3.0,
-                       scoring_pass=4.0, example_tokens=100.0, process_start=0.5)
+                       student_overhead={"lora": 1.0, "full": 1.5}, scoring_pass=4.0, example_tokens=100.0,
+                       process_start=0.5)
     part = count(cells, profile, costs, Store(), set())
     # 2 trait datasets + 1 shared control; 2 x 2 trait students + 2 control students; one scoring pass each
     assert part.datasets == 3 and part.students == {"lora-r2": 3, "full": 3} and part.scoring == 6
     steps = math.ceil(profile.data.n_keep / profile.lora.batch_size) * profile.lora.epochs
     assert part.steps == 6 * steps and part.tokens == 6 * steps * profile.lora.batch_size * 100
     generate = 3 * (1.0 + 0.5 * min(profile.data.n_prompts, math.ceil(16 / 0.5)))  # capped by the prompts sent
-    train = 3 * (0.5 + 1.0 + steps * 2.0) + 3 * (0.5 + 1.0 + steps * 3.0)
+    train = 3 * (0.5 + 1.0 + steps * 2.0) + 3 * (0.5 + 1.5 + steps * 3.0)
     assert part.seconds == pytest.approx(generate + train + 6 * (1.0 + 4.0))
     warm = count(cells, profile, costs, Store({c.scores_key for c in cells} | {c.student_key for c in cells}
                                                   | {c.dataset.key for c in cells}), set())
@@ -99,6 +100,7 @@ def test_calibration_times_every_stage_on_the_model_here(tmp_path):
     costs = calibrate(model, get_profile("tiny"), PROBES, qwen_context(), False, tmp_path / "store")
     assert costs.model_load > 0 and costs.generate_per_prompt > 0 and costs.scoring_pass > 0 and costs.process_start > 0
     assert set(costs.lora_step) == {2} and costs.lora_step[2] > 0 and costs.full_step > 0
+    assert costs.student_overhead["lora"] > 0 and costs.student_overhead["full"] > 0
     assert costs.example_tokens > 40  # a rendered chat prompt with its number completion, not a (prompt, completion) pair
     assert 0.05 <= costs.acceptance <= 1
     again = calibrate(model, get_profile("tiny"), PROBES, qwen_context(), False, tmp_path / "store")

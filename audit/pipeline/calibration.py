@@ -43,6 +43,9 @@ class StageCosts:
     """Seconds per optimiser step of a LoRA student, by rank (the grid's smallest and largest)."""
     full_step: float
     """Seconds per optimiser step of a fully finetuned student (0 when the grid has none)."""
+    student_overhead: dict[str, float]
+    """Seconds of a student's training outside its steps, by mode (lora, full): loading the student and its
+    teacher, tokenizing, the held-out KL before and after (on the profile's held-out size), saving."""
     scoring_pass: float
     """One exact scoring pass: every probe question, every panel form."""
     example_tokens: float
@@ -79,16 +82,21 @@ def _number_completion(rng: random.Random) -> str:
     return ", ".join(str(rng.randint(100, 999)) for _ in range(rng.randint(5, 10)))
 
 
-def _time_steps(model_path: str, profile, config, context, pairs, teacher) -> float:
-    """Median seconds of TIMED_STEPS optimiser steps of one student (an untimed step first)."""
+def _time_steps(model_path: str, profile, config, context, pairs, teacher) -> tuple[float, float]:
+    """(median seconds of TIMED_STEPS optimiser steps after an untimed one, seconds outside the steps) of one
+    student trained as a cell trains it: with its teacher view and the profile's held-out examples."""
     import tempfile
 
     from audit.pipeline.students import train_student
 
+    def repeat(n: int) -> list:
+        return (pairs * (n // len(pairs) + 1))[:n]
+
     n = config.optim.batch_size * (TIMED_STEPS + 1)
     with tempfile.TemporaryDirectory() as out:
-        summary = train_student(model_path, (pairs * (n // len(pairs) + 1))[:n], context, config, Path(out), teacher)
-    return statistics.median(summary.step_seconds[1:])
+        summary = train_student(model_path, repeat(n), context, config, Path(out), teacher,
+                                heldout=repeat(profile.data.n_heldout) if profile.data.n_heldout else ())
+    return statistics.median(summary.step_seconds[1:]), summary.seconds - sum(summary.step_seconds)
 
 
 def measure(model, profile, probes, context, slot: bool) -> StageCosts:
@@ -131,13 +139,15 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
         tokenizer, _ = load_tokenizer(model.path)
         example_tokens = statistics.mean(len(tokenizer("".join(context.render_example(p, c)))["input_ids"])
                                          for p, c in pairs)
-        teacher = TeacherView(model.path, context) if profile.objective == "soft" else None
+        teacher = TeacherView(model.path, context)  # a cell always passes its teacher's view
         seed = profile.training_seeds[0]
         lora = {r: _time_steps(model.path, profile, profile.student("lora", r, seed), context, pairs, teacher)
                 for r in sorted({min(profile.ranks), max(profile.ranks)})}
         full = (_time_steps(model.path, profile, profile.student("full", None, seed), context, pairs, teacher)
-                if profile.include_full else 0.0)
-    return StageCosts(model_load, generate, acceptance, lora, full, scoring, example_tokens, process_start)
+                if profile.include_full else (0.0, 0.0))
+    overhead = {"lora": statistics.mean(o for _, o in lora.values()), "full": full[1]}
+    return StageCosts(model_load, generate, acceptance, {r: step for r, (step, _) in lora.items()}, full[0], overhead,
+                      scoring, example_tokens, process_start)
 
 
 def calibration_key(model, profile, probes, context, slot: bool) -> str:
@@ -146,7 +156,7 @@ def calibration_key(model, profile, probes, context, slot: bool) -> str:
              "ranks": (min(profile.ranks), max(profile.ranks)), "objective": profile.objective}
     return content_key({"model": model.content_hash, "shape": shape, "questions": len(probes.questions),
                         "forms": sum(len(e.surface_forms) for e in probes.panel), "slot": slot,
-                        "template": content_key(context.template.source), "machine": machine(), "v": 3})
+                        "template": content_key(context.template.source), "machine": machine(), "v": 4})
 
 
 def calibrate(model, profile, probes, context, slot: bool, store_root: Path | None = None) -> StageCosts:

@@ -261,7 +261,8 @@ def train_student(base_path: str | Path, pairs: Sequence[tuple[str, str]], conte
     rows = tokenize_examples(tokenizer, pairs, context, teacher_context if config.objective == "soft" else None)
     heldout_rows = tokenize_examples(tokenizer, heldout, context, teacher_context) if teacher is not None else []
     device = training_device()
-    teacher_model = _load_model(teacher.model_path, teacher.adapter).eval().to(device) if teacher is not None else None
+    needs_teacher = teacher is not None and (config.objective == "soft" or bool(heldout_rows))
+    teacher_model = _load_model(teacher.model_path, teacher.adapter).eval().to(device) if needs_teacher else None
     model = _prepare_student(base_path, config).to(device)
     kl_before = heldout_kl(model, teacher_model, heldout_rows, pad_id, device=device) if heldout_rows else None
 
