@@ -120,8 +120,9 @@ class RayExecutor:
         try:
             if self.address:
                 ray.init(address=self.address, runtime_env=env, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.num_cpus, runtime_env=env, log_to_driver=False, include_dashboard=False)
+            else:  # a short session folder: Ray's sockets live there, and a long $TMPDIR overflows AF_UNIX's 107 bytes
+                ray.init(num_cpus=self.num_cpus, runtime_env=env, log_to_driver=False, include_dashboard=False,
+                         _temp_dir=f"/tmp/subaudit-ray-{os.getuid()}")
         except (ConnectionError, RuntimeError) as exc:
             raise ExecutorError(f"--ray-address {self.address}: {' '.join(str(exc).split())[:200]}; check the address "
                                 "or start the cluster with `ray start --head`") from None
