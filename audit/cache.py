@@ -87,6 +87,10 @@ class ArtifactStore:
         _check_name(kind, key)
         return self.root / kind / key
 
+    def has(self, kind: str, key: str) -> bool:
+        """Whether a finished entry is in place, without verifying its files (for estimates; use `get` to read it)."""
+        return (self.path(kind, key) / MANIFEST).is_file()
+
     def get(self, kind: str, key: str) -> Path | None:
         """The verified entry directory, or None if absent; a corrupt entry is moved aside to ``*.corrupt``."""
         entry = self.path(kind, key)

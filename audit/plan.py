@@ -40,6 +40,13 @@ class GridCount:
     seconds: float = 0.0
     """Estimated CPU seconds of the missing work, one thread."""
 
+    def add(self, other: "GridCount") -> None:
+        """Count `other`'s work into this one (the same part of the plan for another trait)."""
+        self.datasets, self.steps, self.tokens = self.datasets + other.datasets, self.steps + other.steps, self.tokens + other.tokens
+        self.scoring, self.cached, self.seconds = self.scoring + other.scoring, self.cached + other.cached, self.seconds + other.seconds
+        for label, n in other.students.items():
+            self.students[label] = self.students.get(label, 0) + n
+
     def describe(self) -> str:
         students = sum(self.students.values())
         per_column = ", ".join(f"{k} {v}" for k, v in self.students.items())
@@ -63,7 +70,8 @@ def count(cells: list[Any], profile, costs, store, seen: set[str]) -> GridCount:
             if key in seen:
                 continue
             seen.add(key)
-            if cell.teacher.adapter_hash != "pending" and store.get(kind, key) is not None:
+            # existence only: the plan must not hash every stored file that the run verifies again when it reads it
+            if cell.teacher.adapter_hash != "pending" and store.has(kind, key):
                 out.cached += 1
                 continue
             if kind == "dataset":
@@ -145,13 +153,7 @@ def plan_claims(claims, traits, store, costs) -> Plan:
     parts: dict[str, GridCount] = {}
     for trait in traits:
         for name, cells in claims.planned_grids(trait).items():
-            part = count(cells, profile, costs, store, seen)
-            total = parts.setdefault(name, GridCount())
-            total.datasets += part.datasets
-            for label, n in part.students.items():
-                total.students[label] = total.students.get(label, 0) + n
-            total.steps, total.tokens, total.scoring = total.steps + part.steps, total.tokens + part.tokens, total.scoring + part.scoring
-            total.cached, total.seconds = total.cached + part.cached, total.seconds + part.seconds
+            parts.setdefault(name, GridCount()).add(count(cells, profile, costs, store, seen))
     localisation = len(traits) * 5 * 2 * profile.seed_pairs
     return Plan(parts, profile.workers, costs, localisation)
 

@@ -145,3 +145,12 @@ def test_content_key_ignores_key_order(mapping):
     reordered = dict(reversed(list(mapping.items())))
     assert content_key(mapping) == content_key(reordered)
     assert content_key(mapping) == content_key(json.loads(json.dumps(mapping)))
+
+
+def test_has_sees_a_finished_entry_without_reading_its_files(tmp_path):
+    store = ArtifactStore(tmp_path)
+    assert not store.has("k", "a")
+    entry = store.get_or_build("k", "a", lambda d: (d / "f.txt").write_text("x") and None)
+    assert store.has("k", "a")
+    (entry / "f.txt").write_text("changed")  # has() does not verify; get() does, and moves it aside
+    assert store.has("k", "a") and store.get("k", "a") is None and not store.has("k", "a")

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from audit.config import parse_duration
-from audit.plan import GridCount, Plan, check_budget, count, duration
+from audit.plan import BudgetError, GridCount, Plan, check_budget, count, duration
 from audit.plugin import PACKAGE_DIR
 
 pytest_plugins = ["pytester"]
@@ -24,8 +24,8 @@ class Store:
     def __init__(self, cached=()):
         self.cached = set(cached)
 
-    def get(self, kind, key):
-        return object() if key in self.cached else None
+    def has(self, kind, key):
+        return key in self.cached
 
 
 def test_counts_share_controls_skip_cached_work_and_cost_what_is_missing(tmp_path):
@@ -55,9 +55,13 @@ def test_counts_share_controls_skip_cached_work_and_cost_what_is_missing(tmp_pat
     plan = Plan({"rank grid": part}, workers=2, costs=costs)
     assert plan.seconds == pytest.approx(part.seconds / 2)
     check_budget(plan, plan.seconds + 1, profile, lambda p: plan)
-    with pytest.raises(Exception, match=r"the rank grid needs ~\d+ (s|min) here, above --budget"):
+    with pytest.raises(BudgetError, match=r"the rank grid needs ~\d+ (s|min) here, above --budget"):
         check_budget(plan, 1.0, profile, lambda p: plan)
     assert "3 teacher datasets, 6 students (lora-r2 3, full 3)" in GridCount.describe(part)
+    twice = GridCount()
+    twice.add(part)
+    twice.add(part)
+    assert (twice.datasets, twice.students, twice.seconds) == (6, {"lora-r2": 6, "full": 6}, 2 * part.seconds)
 
 
 @pytest.mark.slow
