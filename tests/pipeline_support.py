@@ -3,6 +3,7 @@ FakeEngine writes into the store first (a random model writes no numbers that pa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from audit.cache import ArtifactStore
@@ -27,10 +28,12 @@ def fake_numbers(request) -> str:
     return ", ".join(str((request.seed >> k) % 1000 + shift * (k % 2)) for k in range(4))
 
 
-def small_grid(base: Path, store_root: Path):
-    """4 cells (sys-cat and control x lora-r2 and full), teacher data pre-built by the FakeEngine."""
-    profile = get_profile("tiny")
-    cells = subliminal_grid(profile, ModelRef(str(base), "random-qwen"), PROBES, "test-animal", "cat", qwen_context())
+def small_grid(base: Path, store_root: Path, ranks: tuple[int, ...] = (2,), engine: str = "hf"):
+    """sys-cat and control x LoRA `ranks` and full (4 cells by default), teacher data pre-built by the FakeEngine;
+    `engine`: the cells' engine of scoring."""
+    profile = replace(get_profile("tiny"), ranks=ranks)
+    cells = subliminal_grid(profile, ModelRef(str(base), "random-qwen"), PROBES, "test-animal", "cat", qwen_context(),
+                            engine=engine)
     store = ArtifactStore(store_root)
     for cell in cells:
         build_dataset(store, lambda: FakeEngine(generate_fn=fake_numbers), cell.dataset)

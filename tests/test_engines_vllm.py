@@ -9,7 +9,7 @@ import importlib.util
 import pytest
 
 from audit.engines import EngineError, GenerateRequest, LoraGate, NextTokenRequest, ScoreRequest, adapter_is_active
-from audit.engines.vllm import GATE_REFUSAL, round_up_lora_rank
+from audit.engines.vllm import GATE_REFUSAL, round_up_lora_rank, scratch_tmpdir
 from tests.engine_support import chat_prompt, engine_model, make_adapter
 
 PROMPTS = [
@@ -37,6 +37,18 @@ def test_round_up_lora_rank(rank, expected):
 def test_round_up_lora_rank_refuses_huge():
     with pytest.raises(EngineError, match="use --engine hf"):
         round_up_lora_rank(1024)
+
+
+def test_tmpdir_is_the_scratch_folder_only_while_an_engine_starts(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "own"))
+    with scratch_tmpdir(tmp_path / "scratch"):
+        assert os.environ["TMPDIR"] == str(tmp_path / "scratch" / "tmp") and (tmp_path / "scratch" / "tmp").is_dir()
+        tempfile.gettempdir()  # cached by tempfile on first use
+    assert os.environ["TMPDIR"] == str(tmp_path / "own")
+    assert not tempfile.gettempdir().startswith(str(tmp_path / "scratch"))
 
 
 @pytest.fixture(scope="module")

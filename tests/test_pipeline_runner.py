@@ -1,3 +1,4 @@
+import importlib.util
 import pickle
 
 import pytest
@@ -166,17 +167,10 @@ def test_one_control_set_serves_every_trait_and_probe_set(base):
 def test_a_stacked_grid_gives_the_one_by_one_numbers(base, tmp_path):
     """run_grid(stack=True), the GPU hosts' default, trains the LoRA students of each dataset in one pass; the scores
     equal those of students trained one by one (float tolerance), and the full-FT students train as before."""
-    from dataclasses import replace
-
     from audit.pipeline.runner import stack_groups
-    from audit.pipeline.profiles import get_profile
 
     def grid(root):
-        cells = small_grid(base, root)
-        profile = replace(get_profile("tiny"), ranks=(2, 4))
-        lora = [replace(c, student=s) for c in cells if c.student.mode == "lora"
-                for s in profile.students(c.training_seed) if s.mode == "lora"]
-        return lora + [c for c in cells if c.student.mode == "full"]
+        return small_grid(base, root, ranks=(2, 4))
 
     solo = run_grid(grid(tmp_path / "solo"), tmp_path / "solo", progress=False, stack=False)
     cells = grid(tmp_path / "stacked")
@@ -188,3 +182,33 @@ def test_a_stacked_grid_gives_the_one_by_one_numbers(base, tmp_path):
     for a, b in zip(stacked, solo):
         assert a.cell.label == b.cell.label
         assert a.scores.p_target == pytest.approx(b.scores.p_target, abs=1e-5)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
+def test_a_vllm_grid_scores_its_lora_students_in_one_engine_with_the_hf_numbers(base, tmp_path, monkeypatch):
+    """With engine vllm the grid's LoRA students train first, then one multi-LoRA engine scores them all (one engine
+    start instead of one per cell); their scores are the HF engine's (fp32, 1e-3), and a second run opens nothing."""
+    import audit.engines
+    from audit.pipeline.runner import scoring_groups
+
+    lora = [c for c in small_grid(base, tmp_path / "vllm", ranks=(2, 4), engine="vllm") if c.student.mode == "lora"]
+    assert [len(g) for g in scoring_groups(lora, ArtifactStore(tmp_path / "vllm"))] == [4]
+    opened, real_open = [], audit.engines.open_engine
+
+    def counting_open(kind, *args, **kwargs):
+        opened.append((kind, len(kwargs.get("adapters", ()))))
+        return real_open(kind, *args, **kwargs)
+
+    monkeypatch.setattr(audit.engines, "open_engine", counting_open)
+    scored = run_grid(lora, tmp_path / "vllm", progress=False)
+    assert opened == [("vllm", 4)]
+    assert all(r.stage_seconds.get("student", 0) > 0 for r in scored)
+    again = run_grid(lora, tmp_path / "vllm", progress=False)
+    assert opened == [("vllm", 4)] and [r.scores for r in again] == [r.scores for r in scored]
+
+    hf = [c for c in small_grid(base, tmp_path / "hf", ranks=(2, 4)) if c.student.mode == "lora"]
+    for a, b in zip(scored, run_grid(hf, tmp_path / "hf", progress=False)):
+        assert a.cell.label == b.cell.label
+        assert a.scores.p_target == pytest.approx(b.scores.p_target, abs=1e-3)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import gc
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from audit.engines.base import (
     Completion,
@@ -41,14 +42,31 @@ def round_up_lora_rank(rank: int) -> int:
 
 
 def configure_vllm_environment(scratch: Path) -> None:
-    """Environment vLLM needs on CPU: a bounded KV cache, and caches/sockets in a scratch folder."""
+    """Environment vLLM needs on CPU: a bounded KV cache, and caches in a scratch folder."""
     scratch.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # unset, vLLM takes ~19 GiB and is OOM-killed
     os.environ.setdefault("VLLM_CACHE_ROOT", str(scratch / "vllm-cache"))
-    os.environ["TMPDIR"] = str(scratch / "tmp")  # zmq sockets, inductor cache
-    (scratch / "tmp").mkdir(exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@contextmanager
+def scratch_tmpdir(scratch: Path) -> Iterator[None]:
+    """TMPDIR in the scratch folder while an engine starts (its zmq sockets and the engine core's inductor cache
+    are made then), restored after, so the rest of the process (and what it spawns later) keeps its own."""
+    import tempfile
+
+    (scratch / "tmp").mkdir(parents=True, exist_ok=True)
+    before, cached = os.environ.get("TMPDIR"), tempfile.tempdir  # tempfile caches the folder on first use
+    os.environ["TMPDIR"] = str(scratch / "tmp")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        tempfile.tempdir = cached
 
 
 def _decoder_lora_targets(model_path: Path) -> tuple[str, ...]:
@@ -149,10 +167,11 @@ class VllmEngine(EngineBase):
         self._lora_targets = _decoder_lora_targets(self.model_path) if self.max_lora_rank else ()
         lora = dict(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=max_loras,
                     lora_target_modules=list(self._lora_targets)) if self.max_lora_rank else {}
-        self.llm = LLM(
-            model=str(self.model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
-            trust_remote_code=False, max_logprobs=-1, **lora,
-        )
+        with scratch_tmpdir(Path(scratch)):
+            self.llm = LLM(
+                model=str(self.model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
+                trust_remote_code=False, max_logprobs=-1, **lora,
+            )
         self.tokenizer = self.llm.get_tokenizer()
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
         """Width of the model's logits (may exceed len(tokenizer) where the embedding is padded)."""

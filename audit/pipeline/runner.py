@@ -134,25 +134,24 @@ def _student_dir_and_adapter(student_dir: Path, cell: CellSpec) -> tuple[str, st
     return str(student_dir / MODEL_DIR), None
 
 
-def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult:
-    """Compute (or load) the cell's dataset, student and scores; returns the student's scores."""
-    from audit.scoring import TraitScores, get_scorer
+def _timed(seconds: dict[str, float], stage: str, fn: Callable[[], Path]) -> Path:
+    start = time.perf_counter()
+    path = fn()
+    seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+    return path
 
-    store = ArtifactStore(Path(store_root) if store_root is not None else None)
-    seconds: dict[str, float] = {}
 
-    def timed(stage: str, fn: Callable[[], Path]) -> Path:
-        start = time.perf_counter()
-        path = fn()
-        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
-        return path
+def ensure_student(cell: CellSpec, store: ArtifactStore, seconds: dict[str, float] | None = None) -> Path:
+    """The cell's student folder: trained (its teacher data first) when the store lacks it. `seconds` gets the wall
+    time of the stages computed here."""
+    seconds = {} if seconds is None else seconds
 
     def dataset_path() -> Path:
         return build_dataset(store, lambda: open_cell_engine(cell.engine, cell.model.path, cell.data.dtype),
                              cell.dataset)
 
     def build_student(directory: Path) -> dict:
-        dataset = read_dataset(timed("teacher_data", dataset_path))
+        dataset = read_dataset(_timed(seconds, "teacher_data", dataset_path))
         pairs = [(ex.prompt, ex.completion) for ex in dataset.examples]
         n_train = min(cell.data.n_keep, len(pairs))  # a shortfall comes out of the held-out part first
         start = time.perf_counter()
@@ -162,22 +161,81 @@ def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult
         (directory / TRAINING_FILE).write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         return summary.to_dict()
 
-    def build_scores(directory: Path) -> dict:
-        student_dir = store.get_or_build("student", cell.student_key, build_student, meta={"cell": cell.label})
-        model_path, adapter = _student_dir_and_adapter(student_dir, cell)
+    return store.get_or_build("student", cell.student_key, build_student, meta={"cell": cell.label})
+
+
+def score_student(engine, cell: CellSpec, adapter: str | None):
+    """The cell's TraitScores from an engine serving its student (`adapter`: the LoRA student's folder)."""
+    from audit.scoring import get_scorer
+
+    return get_scorer(cell.scorer, **dict(cell.scorer_options)).score(engine, cell.probe_set, cell.eval_context,
+                                                                       cell.target, adapter)
+
+
+def _stored_scores(cell: CellSpec, store: ArtifactStore, score: Callable[[Path], object],
+                   seconds: dict[str, float]) -> Path:
+    """The cell's scores entry; when missing, `score(student folder)` computes it (the student trained first)."""
+    def build(directory: Path) -> dict:
+        student_dir = ensure_student(cell, store, seconds)
         start = time.perf_counter()
-        with open_cell_engine(cell.engine, model_path, adapter=adapter) as engine:
-            scores = get_scorer(cell.scorer, **dict(cell.scorer_options)).score(
-                engine, cell.probe_set, cell.eval_context, cell.target, adapter)
+        scores = score(student_dir)
         seconds["scoring"] = time.perf_counter() - start
         (directory / SCORES_FILE).write_text(json.dumps(scores.to_dict(), sort_keys=True))
         (directory / TRAINING_FILE).write_text((student_dir / TRAINING_FILE).read_text())
         return {"mean_p_target": scores.mean_p_target}
 
-    scores_dir = store.get_or_build("scores", cell.scores_key, build_scores, meta={"cell": cell.label})
+    return store.get_or_build("scores", cell.scores_key, build, meta={"cell": cell.label})
+
+
+def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult:
+    """Compute (or load) the cell's dataset, student and scores; returns the student's scores."""
+    from audit.scoring import TraitScores
+
+    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    seconds: dict[str, float] = {}
+
+    def score(student_dir: Path):
+        model_path, adapter = _student_dir_and_adapter(student_dir, cell)
+        with open_cell_engine(cell.engine, model_path, adapter=adapter) as engine:
+            return score_student(engine, cell, adapter)
+
+    scores_dir = _stored_scores(cell, store, score, seconds)
     scores = replace(TraitScores.from_dict(json.loads((scores_dir / SCORES_FILE).read_text())), target=cell.target)
     training = json.loads((scores_dir / TRAINING_FILE).read_text())
     return CellResult(cell, scores, training, seconds)
+
+
+def train_cell(cell: CellSpec, store_root: str | Path | None = None) -> dict[str, float]:
+    """The cell's teacher data and student, without scoring; returns the seconds per stage computed."""
+    seconds: dict[str, float] = {}
+    ensure_student(cell, ArtifactStore(Path(store_root) if store_root is not None else None), seconds)
+    return seconds
+
+
+def scoring_groups(cells: Sequence[CellSpec], store: ArtifactStore) -> list[list[CellSpec]]:
+    """Missing scores that one multi-LoRA vLLM engine serves: the vLLM-scored LoRA students of one base model (any
+    evaluation context, probe set or scorer: those are per request), two or more."""
+    groups: dict[str, dict[str, CellSpec]] = {}
+    for cell in cells:
+        if cell.engine == "vllm" and cell.student.mode == "lora" and not is_cached(cell, store):
+            groups.setdefault(cell.model.path, {})[cell.scores_key] = cell
+    return [list(g.values()) for g in groups.values() if len(g) > 1]
+
+
+def score_together(group: Sequence[CellSpec], store_root: str | Path | None = None) -> dict[str, float]:
+    """Score a scoring group's students (trained first where missing) in one vLLM engine with every adapter loaded:
+    one engine start for the group instead of one per cell. Returns the seconds spent."""
+    from audit.engines import open_engine
+
+    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    seconds: dict[str, float] = {}
+    adapters = [_student_dir_and_adapter(ensure_student(cell, store, seconds), cell)[1] for cell in group]
+    start = time.perf_counter()
+    with open_engine("vllm", group[0].model.path, adapters=tuple(adapters)) as engine:
+        for cell, adapter in zip(group, adapters):
+            _stored_scores(cell, store, lambda _dir, cell=cell, adapter=adapter: score_student(engine, cell, adapter), {})
+    seconds["scoring"] = time.perf_counter() - start
+    return seconds
 
 
 @contextmanager
@@ -242,18 +300,21 @@ def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, pr
     """Results for every cell, in order: cached cells are loaded, missing ones computed by `executor` (default:
     local, `workers` spawned processes of one torch thread each when > 1) with a progress bar. The store's per-entry
     lock makes a cell that needs a dataset another one is writing wait and reuse it. With `stack` (default: on a GPU
-    host) the LoRA students that share a dataset train first in one stacked pass each (`stack_groups`)."""
+    host) the LoRA students that share a dataset train first in one stacked pass each (`stack_groups`); vLLM-scored
+    LoRA students train first and are then scored in one multi-LoRA engine per base model (`scoring_groups`)."""
     from tqdm.auto import tqdm
 
     from audit.pipeline.executors import LocalExecutor
     from audit.pipeline.training import training_device
 
     store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    executor = executor or LocalExecutor(workers)
     missing = [i for i, cell in enumerate(cells) if not is_cached(cell, store)]
     if stack if stack is not None else training_device() == "cuda":
         for group in stack_groups([cells[i] for i in missing], store):
             train_stacked_students(group, store_root)
     results: dict[int, CellResult] = {}
+    seconds: dict[str, dict[str, float]] = {}  # per scores key: stages computed before the cell's own run
     bar = tqdm(total=len(missing), desc="cells", unit="cell", disable=not progress or not missing)
 
     def done(i: int, result: CellResult) -> None:
@@ -262,11 +323,22 @@ def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, pr
         bar.update(1)
 
     with torch_threads(PIPELINE_THREADS):
-        (executor or LocalExecutor(workers)).run(run, cells, missing, store_root, done)
+        groups = scoring_groups([cells[i] for i in missing], store)
+        if groups:
+            members = [cell for group in groups for cell in group]
+
+            def trained(k: int, stage_seconds: dict[str, float]) -> None:
+                seconds[members[k].scores_key] = stage_seconds
+
+            executor.run(train_cell, members, range(len(members)), store_root, trained)
+            executor.run(score_together, groups, range(len(groups)), store_root, lambda k, _: bar.update(len(groups[k])))
+            missing = [i for i in missing if not is_cached(cells[i], store)]
+        executor.run(run, cells, missing, store_root, done)
     bar.close()
     for i, cell in enumerate(cells):
         if i not in results:
-            results[i] = run(cell, store_root)  # cached: loads only
+            result = run(cell, store_root)  # cached: loads only
+            results[i] = replace(result, stage_seconds={**seconds.get(cell.scores_key, {}), **result.stage_seconds})
     return [results[i] for i in range(len(cells))]
 
 
