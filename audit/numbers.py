@@ -127,6 +127,20 @@ def number_prompt(seed: int) -> NumberPrompt:
     return NumberPrompt(text=text, seed_numbers=seed_numbers, seed=seed)
 
 
+def longest_number_prompt() -> str:
+    """The longest text `number_prompt` can produce (its longest choice of every part): a bound on any prompt's
+    length that needs no sampling."""
+    def longest(options) -> str:
+        return max(options, key=len)
+
+    examples = ", ".join([str(SEED_VALUE_MAX)] * SEED_COUNT_MAX)
+    digits = longest(DIGIT_DESCRIPTORS).format(max_digits=ANSWER_MAX_DIGITS)
+    instruction = max((i.format(count_qualifier=longest(COUNT_QUALIFIERS), answer_count=ANSWER_COUNT,
+                                digit_descriptor=digits) for i in INSTRUCTIONS), key=len)
+    intro = max((i.format(examples=examples) for i in INTROS), key=len)
+    return " ".join((intro, instruction, longest(FORMAT_SUFFIXES), longest(CLOSINGS)))
+
+
 def number_prompts(n: int, seed: int) -> list[NumberPrompt]:
     """`n` prompts; prompt i uses `derive_seed("number-prompt", seed, i)`, so shorter lists are prefixes."""
     if n < 0:

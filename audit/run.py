@@ -264,6 +264,68 @@ def check_vllm_ranks(profile: "Profile") -> None:
                          f"up to {VLLM_LORA_RANKS[-1]} or --engine hf")
 
 
+def _longest_texts(model: "ResolvedModel", probes: "ProbeSet", traits: tuple[str, ...]) -> dict[str, str]:
+    """The longest text of each kind any stage renders, over every system mode the audit can use (the registry's
+    custom and user-prefix modes, the trait teachers' prompts): a teacher or student conversation with the longest
+    number prompt (without its completion), and a probe question with the answer prefix and the longest form."""
+    from audit.chat.system_prompts import SYSTEM_PROMPTS
+    from audit.numbers import longest_number_prompt
+
+    modes = ["template-default", "empty", *(f"{kind}:{name}" for name in SYSTEM_PROMPTS
+                                             for kind in ("custom", "as-user-prefix"))]
+    modes += [f"text:{probes.teacher_prompt(t)}" for t in traits]
+    contexts = [model.context(mode) for mode in modes]
+    number = longest_number_prompt()
+    question = max(probes.questions, key=len)
+    form = max((f for entry in probes.panel for f in entry.surface_forms), key=len)
+    return {"teacher example": max(("".join(c.render_example(number, "")) for c in contexts), key=len),
+            "probe question": max((c.render_prompt(question) + probes.answer_prefix + form for c in contexts), key=len)}
+
+
+def _token_counter(model_path: Path):
+    """Tokens of a text under the model's tokenizer: its tokenizer.json through `tokenizers` (a fraction of a second),
+    else transformers' AutoTokenizer (seconds: the import)."""
+    if (model_path / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        return lambda text: len(fast.encode(text, add_special_tokens=False).ids)
+    from transformers import AutoTokenizer
+
+    slow = AutoTokenizer.from_pretrained(model_path)
+    return lambda text: len(slow(text, add_special_tokens=False)["input_ids"])
+
+
+def check_sequence_fit(profile: "Profile", model: "ResolvedModel", probes: "ProbeSet", traits: tuple[str, ...],
+                       engine: str) -> None:
+    """The profile's longest sequence (a teacher example with `max_tokens` of completion) must fit the model's
+    positions (and vLLM's max_model_len). UTF-8 bytes bound the tokens of a byte-level tokenizer, so the tokenizer is
+    loaded only when that bound does not fit."""
+    import json
+
+    config = json.loads((model.path / "config.json").read_text())
+    limit = config.get("max_position_embeddings") or config.get("n_positions")
+    if not limit:
+        return
+    where = f"{model.name}'s {limit} positions"
+    if engine == "vllm":
+        from audit.engines.vllm import _default_max_model_len
+
+        limit = _default_max_model_len(model.path)
+        where = f"the vLLM engine's max_model_len {limit}"
+    extra = {"teacher example": profile.data.max_tokens, "probe question": 0}
+    texts = _longest_texts(model, probes, traits)
+    if all(len(text.encode()) + extra[kind] <= limit for kind, text in texts.items()):
+        return
+    count = _token_counter(model.path)
+    for kind, text in texts.items():
+        tokens = count(text) + extra[kind]
+        if tokens > limit:
+            completion = f" + {extra[kind]} completion tokens (max_tokens)" if extra[kind] else ""
+            raise UsageError(f"profile {profile.name}: the longest {kind} is {tokens - extra[kind]} tokens{completion}, "
+                             f"beyond {where}; use a profile with fewer max_tokens or a model with a longer context")
+
+
 def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> AuditRun:
     """Resolve every option; any SubauditError on the way becomes a one-line UsageError."""
     from audit.models import resolve_model
@@ -281,6 +343,8 @@ def resolve_run(config: AuditConfig, passed: dict[str, Any] | None = None) -> Au
         adapters = resolve_adapters(config.adapters, model, engine)
         if engine == "vllm":
             check_vllm_ranks(profile)
+        if model is not None:
+            check_sequence_fit(profile, model, probe_set.probes, config.traits, engine)
         if config.ray_address is not None and config.executor != "ray":
             raise UsageError(f"--ray-address {config.ray_address} needs --executor ray; add it or drop the address")
     except UsageError:

@@ -92,3 +92,10 @@ def test_golden_prompt_pins_reproducibility():
 def test_negative_count_is_an_error():
     with pytest.raises(ValueError, match="n must be >= 0"):
         number_prompts(-1, 0)
+
+
+@given(st.integers(min_value=0, max_value=2**63 - 1))
+def test_no_prompt_is_longer_than_the_longest_number_prompt(seed):
+    from audit.numbers import longest_number_prompt
+
+    assert len(number_prompt(seed).text) <= len(longest_number_prompt())

@@ -258,3 +258,4 @@ def test_negative_control_and_control_columns_resolve_once():
     positive = run(teacher="adapter", objective="soft", max_seed_pairs="8")
     assert (positive.profile.teacher, positive.profile.objective, positive.profile.max_seed_pairs) == ("adapter", "soft", 8)
     assert positive.protocol().teacher == "adapter" and positive.protocol().max_seed_pairs == 8
+
