@@ -400,7 +400,7 @@ class ClaimsMeasurement:
 
         from audit.cache import ArtifactStore
         from audit.engines import open_engine
-        from audit.pipeline.runner import PIPELINE_THREADS, torch_threads
+        from audit.pipeline.executors import PIPELINE_THREADS, torch_threads
         from audit.pipeline.students import ADAPTER_DIR
 
         store = ArtifactStore(self.store_root)

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--students", action="store_true", help="also print every student's training diagnostics "
                         "(Markdown table)")
     parser.add_argument("--store", default=None, help="artefact store root (default: $SUBAUDIT_CACHE)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads outside the grid (cells run with runner.PIPELINE_THREADS)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads outside the grid (cells run with executors.PIPELINE_THREADS)")
     args = parser.parse_args(argv)
 
     import torch

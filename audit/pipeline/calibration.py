@@ -106,7 +106,7 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
 
     from audit.engines import GenerateRequest, open_engine
     from audit.numbers import NUMBER_CHARSET, filter_completions, number_prompts
-    from audit.pipeline.runner import torch_threads
+    from audit.pipeline.executors import torch_threads
     from audit.pipeline.students import TeacherView, _load_model, load_tokenizer
     from audit.scoring import ExactScorer
 

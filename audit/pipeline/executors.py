@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from audit.errors import UsageError
 
@@ -21,6 +22,9 @@ EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3
 """Times Ray reruns a cell whose worker process died (killed, out of memory, node lost)."""
 RAY_CONNECT_TIMEOUT_S = 5.0
+PIPELINE_THREADS = 1
+"""Torch threads while cells compute. One: float reduction order depends on the thread count (cached
+artefacts must not), and one thread per cell is the faster use of a small box (DESIGN.md §9.5)."""
 
 RunCell = Callable[[object, "str | Path | None"], object]
 Done = Callable[[int, object], None]
@@ -35,12 +39,23 @@ class Executor(Protocol):
         """Compute `cells[i]` for each i in `indices` with `run(cell, store_root)`, calling `done(i, result)`."""
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch threads, then restore the caller's setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _worker_init() -> None:
-    """A cell process: one torch thread (runner.PIPELINE_THREADS), quiet transformers."""
+    """A cell process: one torch thread (PIPELINE_THREADS), quiet transformers."""
     import torch
     from transformers.utils import logging as hf_logging
-
-    from audit.pipeline.runner import PIPELINE_THREADS
 
     torch.set_num_threads(PIPELINE_THREADS)
     hf_logging.disable_progress_bar()

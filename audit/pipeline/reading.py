@@ -20,7 +20,7 @@ def base_reading(model, probes, context, declared: str = "auto", store_root: Pat
     """The reading of `model` (a ModelRef) for `probes` in `context`, measured on the base with the HF engine."""
     def build(_out: Path) -> dict:
         from audit.engines import open_engine
-        from audit.pipeline.runner import PIPELINE_THREADS, torch_threads
+        from audit.pipeline.executors import PIPELINE_THREADS, torch_threads
         from audit.scoring import measure_reading
 
         with torch_threads(PIPELINE_THREADS), open_engine("hf", model.path) as engine:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from audit.cache import ArtifactStore, content_key
 from audit.pipeline.datasets import read_dataset
@@ -32,10 +31,6 @@ from audit.pipeline.teachers import (
 
 if TYPE_CHECKING:
     from audit.pipeline.executors import Executor
-
-PIPELINE_THREADS = 1
-"""Torch threads while cells compute. One: float reduction order depends on the thread count (cached
-artefacts must not), and one thread per cell is the faster use of a small box (DESIGN.md §9.5)."""
 
 SCORES_FILE = "scores.json"
 TRAINING_FILE = "training.json"
@@ -238,19 +233,6 @@ def score_together(group: Sequence[CellSpec], store_root: str | Path | None = No
     return seconds
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` torch threads, then restore the caller's setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def is_cached(cell: CellSpec, store: ArtifactStore) -> bool:
     return store.get("scores", cell.scores_key) is not None
 
@@ -304,7 +286,7 @@ def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, pr
     LoRA students train first and are then scored in one multi-LoRA engine per base model (`scoring_groups`)."""
     from tqdm.auto import tqdm
 
-    from audit.pipeline.executors import LocalExecutor
+    from audit.pipeline.executors import PIPELINE_THREADS, LocalExecutor, torch_threads
     from audit.pipeline.training import training_device
 
     store = ArtifactStore(Path(store_root) if store_root is not None else None)
