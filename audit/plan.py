@@ -106,6 +106,8 @@ class Plan:
     """The StageCosts behind the estimate (None: not calibrated, no estimate)."""
     localisation_passes: int = 0
     """Gated scoring passes of the localisation, if it runs (never cached)."""
+    engine: str = "hf"
+    """The run's engine of teacher sampling and scoring (the stage costs are timed with HF's)."""
 
     def wall(self, part: str) -> float:
         return self.parts[part].seconds / max(1, self.workers)
@@ -133,7 +135,10 @@ class Plan:
                                                                                   sorted(c.lora_step.items()))
                        + (f", full-FT step {c.full_step:.2f} s" if c.full_step else "")
                        + ", per student outside its steps " + ", ".join(f"{m} {o:.1f} s" for m, o in c.student_overhead.items())
-                       + f", scoring pass {c.scoring_pass:.1f} s, process start {c.process_start:.1f} s")
+                       + f", scoring pass {c.scoring_pass:.1f} s, process start {c.process_start:.1f} s"
+                       + ("" if self.engine == "hf" else f"; sampling and scoring timed with HF, run with {self.engine} "
+                          "(its engine starts, one per dataset and one per grid's LoRA students, and its speed are "
+                          "not in the estimate)"))
         return out
 
 
@@ -146,8 +151,9 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def plan_claims(claims, traits, store, costs) -> Plan:
-    """The plan of `claims` (an audit.claims.ClaimsMeasurement) for `traits`; `costs` None leaves out the estimate."""
+def plan_claims(claims, traits, store, costs, engine: str = "hf") -> Plan:
+    """The plan of `claims` (an audit.claims.ClaimsMeasurement) for `traits`; `costs` None leaves out the estimate;
+    `engine`: the run's engine of sampling and scoring."""
     profile = claims.profile
     seen: set[str] = set()
     parts: dict[str, GridCount] = {}
@@ -155,7 +161,7 @@ def plan_claims(claims, traits, store, costs) -> Plan:
         for name, cells in claims.planned_grids(trait).items():
             parts.setdefault(name, GridCount()).add(count(cells, profile, costs, store, seen))
     localisation = len(traits) * 5 * 2 * profile.seed_pairs
-    return Plan(parts, profile.workers, costs, localisation)
+    return Plan(parts, profile.workers, costs, localisation, engine)
 
 
 def smaller_grids(profile):

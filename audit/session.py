@@ -166,7 +166,7 @@ class AuditSession:
                 return first  # everything is cached: nothing to time
             costs = costs or calibrate(claims.model_ref(), profile, self.run.probes, self.run.context(),
                                        claims.answer_reading().slot, claims.store_root)
-            return plan_claims(measured, self.config.traits, store, costs)
+            return plan_claims(measured, self.config.traits, store, costs, self.run.engine)
 
         if self.config.executor == "ray":  # an unreachable cluster or a store it cannot see: one line, before any work
             from audit.pipeline.executors import make_executor

@@ -54,6 +54,8 @@ def test_counts_share_controls_skip_cached_work_and_cost_what_is_missing(tmp_pat
     assert (warm.datasets, warm.scoring, sum(warm.students.values()), warm.seconds, warm.cached) == (0, 0, 0, 0.0, 15)
     plan = Plan({"rank grid": part}, workers=2, costs=costs)
     assert plan.seconds == pytest.approx(part.seconds / 2)
+    assert "timed with HF" not in plan.lines()[-1]
+    assert "timed with HF, run with vllm" in Plan({"rank grid": part}, 2, costs, engine="vllm").lines()[-1]
     check_budget(plan, plan.seconds + 1, profile, lambda p: plan)
     with pytest.raises(BudgetError, match=r"the rank grid needs ~\d+ (s|min) here, above --budget"):
         check_budget(plan, 1.0, profile, lambda p: plan)
