@@ -129,6 +129,11 @@ def _student_dir_and_adapter(student_dir: Path, cell: CellSpec) -> tuple[str, st
     return str(student_dir / MODEL_DIR), None
 
 
+def _store(store_root: str | Path | None) -> ArtifactStore:
+    """The artefact store at `store_root` (None: $SUBAUDIT_CACHE or the default), as every executor's process opens it."""
+    return ArtifactStore(Path(store_root) if store_root is not None else None)
+
+
 def _timed(seconds: dict[str, float], stage: str, fn: Callable[[], Path]) -> Path:
     start = time.perf_counter()
     path = fn()
@@ -186,7 +191,7 @@ def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult
     """Compute (or load) the cell's dataset, student and scores; returns the student's scores."""
     from audit.scoring import TraitScores
 
-    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    store = _store(store_root)
     seconds: dict[str, float] = {}
 
     def score(student_dir: Path):
@@ -203,7 +208,7 @@ def run_cell(cell: CellSpec, store_root: str | Path | None = None) -> CellResult
 def train_cell(cell: CellSpec, store_root: str | Path | None = None) -> dict[str, float]:
     """The cell's teacher data and student, without scoring; returns the seconds per stage computed."""
     seconds: dict[str, float] = {}
-    ensure_student(cell, ArtifactStore(Path(store_root) if store_root is not None else None), seconds)
+    ensure_student(cell, _store(store_root), seconds)
     return seconds
 
 
@@ -222,7 +227,7 @@ def score_together(group: Sequence[CellSpec], store_root: str | Path | None = No
     one engine start for the group instead of one per cell. Returns the seconds spent."""
     from audit.engines import open_engine
 
-    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    store = _store(store_root)
     seconds: dict[str, float] = {}
     adapters = [_student_dir_and_adapter(ensure_student(cell, store, seconds), cell)[1] for cell in group]
     start = time.perf_counter()
@@ -261,7 +266,7 @@ def train_stacked_students(group: Sequence[CellSpec], store_root: str | Path | N
 
     from audit.pipeline.stacked import train_students_stacked
 
-    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    store = _store(store_root)
     first = group[0]
     path = build_dataset(store, lambda: open_cell_engine(first.engine, first.model.path, first.data.dtype), first.dataset)
     pairs = [(ex.prompt, ex.completion) for ex in read_dataset(path).examples][:first.data.n_keep]
@@ -289,7 +294,7 @@ def run_grid(cells: Sequence[CellSpec], store_root: str | Path | None = None, pr
     from audit.pipeline.executors import PIPELINE_THREADS, LocalExecutor, torch_threads
     from audit.pipeline.training import training_device
 
-    store = ArtifactStore(Path(store_root) if store_root is not None else None)
+    store = _store(store_root)
     executor = executor or LocalExecutor(workers)
     missing = [i for i, cell in enumerate(cells) if not is_cached(cell, store)]
     if stack if stack is not None else training_device() == "cuda":
