@@ -21,6 +21,12 @@ batches in both paths) with its 95% t CI over rounds; then the largest relative 
 and a solo student's per-step loss (float noise, not a tolerance to tune). The GPU counterpart, with no
 repository data, is benchmarks/gpu_stacked_students.py.
 
+    python benchmarks/students.py soft [--model smollm2] [--precision fp32] [--rounds 2] [--threads 1]
+
+`soft`: one batch of a soft-label LoRA r4 student (the positive profile's student) taken apart, per round: the
+student's forward, the teacher's forward, the KL, the backward; then a hard-label step on the same batch, and the
+peak memory. Where a soft-label step's time goes (DESIGN.md §9.8).
+
 Data: number-continuation prompts of the pipeline and synthetic completions of 3-10 three-digit numbers
 (seeded), in the model's template with its default system prompt, so lengths vary as teacher data does.
 """
@@ -206,6 +212,53 @@ def batched(args) -> None:
     print(f"largest relative gap, stacked vs solo per-step loss: {gap:.1e} ({len(configs)} students x {solo[0].steps} steps)")
 
 
+def soft(args) -> None:
+    import resource
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from audit.models import resolve_model
+    from audit.pipeline.profiles import get_profile
+    from audit.pipeline.students import _load_model, _prepare_student, load_tokenizer, tokenize_examples
+    from audit.pipeline.training import completion_logits, forward_precision, pad_batch, token_cross_entropy_sum, token_kl_sum
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    model = resolve_model(args.model)
+    context = model.context("template-default")
+    config = get_profile("positive").student("lora", 4, 0)
+    tokenizer, pad_id = load_tokenizer(str(model.path))
+    rows = tokenize_examples(tokenizer, synthetic_pairs(args.batch), context, context)
+    teacher = _load_model(str(model.path)).eval()
+    student = _prepare_student(str(model.path), config).train()
+    view, teacher_view = pad_batch(rows, pad_id), pad_batch(rows, pad_id, "teacher_")
+    bf16 = args.precision == "bf16"
+    print(f"{model.name}: batch {tuple(view[0].shape)} tokens, {int((view[1] != -100).sum())} completion tokens, "
+          f"{args.precision}, {args.threads} torch threads")
+    print(f"{'round':<7}{'student fwd':>12}{'teacher fwd':>12}{'KL':>8}{'backward':>10}{'hard step':>11}")
+    for k in range(args.rounds):
+        clock = [time.perf_counter()]
+        with forward_precision(bf16):
+            logits, labels = completion_logits(student, *view)
+        clock.append(time.perf_counter())
+        with torch.no_grad(), forward_precision(bf16):
+            t_logits, t_labels = completion_logits(teacher, *teacher_view)
+        clock.append(time.perf_counter())
+        loss = token_kl_sum(logits, labels, t_logits, t_labels)
+        clock.append(time.perf_counter())
+        loss.backward()
+        clock.append(time.perf_counter())
+        student.zero_grad()
+        with forward_precision(bf16):
+            hard = token_cross_entropy_sum(*completion_logits(student, *view))
+        hard.backward()
+        student.zero_grad()
+        clock.append(time.perf_counter())
+        print(f"{k:<7}" + "".join(f"{b - a:>{w}.2f}" for (a, b), w in zip(zip(clock, clock[1:]), (12, 12, 8, 10, 11))))
+    print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.1f} GB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="section", required=True)
@@ -222,9 +275,15 @@ def main() -> None:
     bat.add_argument("--threads", type=int, default=1)
     bat.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                      help="step times in process CPU seconds (a shared machine) or wall seconds (a quiet one)")
+    sof = sub.add_parser("soft", help="where a soft-label student's step spends its time")
+    sof.add_argument("--model", default="smollm2")
+    sof.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    sof.add_argument("--rounds", type=int, default=2)
+    sof.add_argument("--batch", type=int, default=16)
+    sof.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    {"optimised": optimised, "batched": batched}[args.section](args)
+    {"optimised": optimised, "batched": batched, "soft": soft}[args.section](args)
 
 
 if __name__ == "__main__":
