@@ -101,6 +101,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="gate checks need --adapter DIR (the adapter to audit)"))
 
 
+def _uncaptured(config: pytest.Config):
+    """A context in which output bypasses pytest's capture (progress bars of long work)."""
+    from contextlib import nullcontext
+
+    capture = config.pluginmanager.getplugin("capturemanager")
+    return capture.global_and_fixture_disabled if capture is not None else nullcontext
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Print the claims' plan when claim checks were selected; refuse it here, before any work, when it does not fit
     --budget."""
@@ -110,6 +118,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from audit.errors import UsageError
 
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    audit.claims(_uncaptured(session.config))  # the calibration's progress bar reaches the terminal
     try:
         lines = audit.plan_lines()
     except UsageError as exc:
@@ -215,10 +224,7 @@ def audit_run(audit_session: "AuditSession") -> Any:
 def audit_claims(request: pytest.FixtureRequest, audit_session: "AuditSession") -> Any:
     """The claims' measurement (audit.claims.ClaimsMeasurement); cold runs take minutes, so its progress bars
     bypass pytest's output capture."""
-    from contextlib import nullcontext
-
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    return audit_session.claims(capture.global_and_fixture_disabled if capture is not None else nullcontext)
+    return audit_session.claims(_uncaptured(request.config))
 
 
 @pytest.fixture(scope="session")

@@ -164,8 +164,10 @@ class AuditSession:
             first = plan_claims(measured, self.config.traits, store, None)
             if costs is None and not any(part.datasets or part.students or part.scoring for part in first.parts.values()):
                 return first  # everything is cached: nothing to time
-            costs = costs or calibrate(claims.model_ref(), profile, self.run.probes, self.run.context(),
-                                       claims.answer_reading().slot, claims.store_root)
+            if costs is None:
+                with claims.show_progress():
+                    costs = calibrate(claims.model_ref(), profile, self.run.probes, self.run.context(),
+                                      claims.answer_reading().slot, claims.store_root, progress=claims.progress)
             return plan_claims(measured, self.config.traits, store, costs, self.run.engine)
 
         if self.config.executor == "ray":  # an unreachable cluster or a store it cannot see: one line, before any work

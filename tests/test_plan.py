@@ -111,3 +111,28 @@ def test_calibration_times_every_stage_on_the_model_here(tmp_path):
     assert 0.05 <= costs.acceptance <= 1
     again = calibrate(model, get_profile("tiny"), PROBES, qwen_context(), False, tmp_path / "store")
     assert again == costs  # measured once, then read from the store
+
+
+def test_calibration_trains_its_few_steps_whatever_the_profiles_epochs(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import audit.pipeline.students as students
+    from audit.chat import qwen_context
+    from audit.pipeline.calibration import TIMED_STEPS, measure
+    from audit.pipeline.profiles import get_profile
+    from audit.pipeline.runner import ModelRef
+    from tests.engine_support import build_random_qwen
+    from tests.pipeline_support import PROBES
+
+    steps, real_train = [], students.train_student
+
+    def counting_train(*args, **kwargs):
+        summary = real_train(*args, **kwargs)
+        steps.append(summary.steps)
+        return summary
+
+    monkeypatch.setattr(students, "train_student", counting_train)
+    tiny = get_profile("tiny")
+    six_epochs = replace(tiny, lora=replace(tiny.lora, epochs=6), full=replace(tiny.full, epochs=6))
+    measure(ModelRef(str(build_random_qwen(tmp_path / "m")), "random-qwen"), six_epochs, PROBES, qwen_context(), False)
+    assert steps == [TIMED_STEPS + 1] * 2  # the LoRA r2 and the full-FT student

@@ -16,7 +16,7 @@ import platform
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from audit.cache import ArtifactStore, content_key
@@ -93,16 +93,20 @@ def _time_steps(model_path: str, profile, config, context, pairs, teacher) -> tu
         return (pairs * (n // len(pairs) + 1))[:n]
 
     n = config.optim.batch_size * (TIMED_STEPS + 1)
+    config = replace(config, optim=replace(config.optim, epochs=1))  # TIMED_STEPS + 1 steps, whatever the profile's epochs
     with tempfile.TemporaryDirectory() as out:
         summary = train_student(model_path, repeat(n), context, config, Path(out), teacher,
                                 heldout=repeat(profile.data.n_heldout) if profile.data.n_heldout else ())
     return statistics.median(summary.step_seconds[1:]), summary.seconds - sum(summary.step_seconds)
 
 
-def measure(model, profile, probes, context, slot: bool) -> StageCosts:
-    """Time each stage once (see the module docstring); `model` is a ModelRef, `context` the training context."""
+def measure(model, profile, probes, context, slot: bool, progress: bool = False) -> StageCosts:
+    """Time each stage once (see the module docstring); `model` is a ModelRef, `context` the training context;
+    `progress` shows a bar over the stages."""
     import subprocess
     import sys
+
+    from tqdm.auto import tqdm
 
     from audit.engines import GenerateRequest, open_engine
     from audit.numbers import NUMBER_CHARSET, filter_completions, number_prompts
@@ -110,9 +114,13 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
     from audit.pipeline.students import TeacherView, _load_model, load_tokenizer
     from audit.scoring import ExactScorer
 
+    ranks = sorted({min(profile.ranks), max(profile.ranks)})
+    bar = tqdm(total=4 + len(ranks) + profile.include_full, desc=f"timing stage costs ({profile.name}, once)",
+               unit="stage", disable=not progress)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch, transformers, peft"], check=True)
     process_start = time.perf_counter() - start
+    bar.update()
     rng = random.Random(0)
     prompts = number_prompts(GENERATED_PROMPTS, seed=12345)
     pairs = [(p.text, _number_completion(rng)) for p in prompts]
@@ -120,6 +128,7 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
         start = time.perf_counter()
         _load_model(model.path)
         model_load = time.perf_counter() - start
+        bar.update()
         engine = open_engine("hf", model.path, dtype=profile.data.dtype)
         try:
             requests = [GenerateRequest(context.render_prompt(p.text), temperature=profile.data.temperature,
@@ -129,9 +138,11 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
             start = time.perf_counter()
             texts = [r.completions[0].text for r in engine.generate(requests)]
             generate = (time.perf_counter() - start) / len(prompts)
+            bar.update()
             start = time.perf_counter()
             ExactScorer(prefill=slot).score(engine, probes, context, probes.names[0])
             scoring = time.perf_counter() - start
+            bar.update()
         finally:
             engine.close()
         verdicts, _ = filter_completions(texts)
@@ -141,10 +152,15 @@ def measure(model, profile, probes, context, slot: bool) -> StageCosts:
                                          for p, c in pairs)
         teacher = TeacherView(model.path, context)  # a cell always passes its teacher's view
         seed = profile.training_seeds[0]
-        lora = {r: _time_steps(model.path, profile, profile.student("lora", r, seed), context, pairs, teacher)
-                for r in sorted({min(profile.ranks), max(profile.ranks)})}
-        full = (_time_steps(model.path, profile, profile.student("full", None, seed), context, pairs, teacher)
-                if profile.include_full else (0.0, 0.0))
+
+        def timed(mode: str, rank: int | None) -> tuple[float, float]:
+            result = _time_steps(model.path, profile, profile.student(mode, rank, seed), context, pairs, teacher)
+            bar.update()
+            return result
+
+        lora = {r: timed("lora", r) for r in ranks}
+        full = timed("full", None) if profile.include_full else (0.0, 0.0)
+    bar.close()
     overhead = {"lora": statistics.mean(o for _, o in lora.values()), "full": full[1]}
     return StageCosts(model_load, generate, acceptance, {r: step for r, (step, _) in lora.items()}, full[0], overhead,
                       scoring, example_tokens, process_start)
@@ -159,10 +175,12 @@ def calibration_key(model, profile, probes, context, slot: bool) -> str:
                         "template": content_key(context.template.source), "machine": machine(), "v": 4})
 
 
-def calibrate(model, profile, probes, context, slot: bool, store_root: Path | None = None) -> StageCosts:
-    """The stage costs of this model and profile here, measured once and cached."""
+def calibrate(model, profile, probes, context, slot: bool, store_root: Path | None = None,
+              progress: bool = False) -> StageCosts:
+    """The stage costs of this model and profile here, measured once (with a bar over the stages when `progress`) and
+    cached."""
     def build(out: Path) -> dict:
-        costs = measure(model, profile, probes, context, slot)
+        costs = measure(model, profile, probes, context, slot, progress)
         (out / CALIBRATION_FILE).write_text(json.dumps(costs.to_dict(), indent=2, sort_keys=True))
         return {"lora_step": costs.to_dict()["lora_step"], "full_step": costs.full_step}
 
