@@ -118,9 +118,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from audit.errors import UsageError
 
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    audit.claims(_uncaptured(session.config))  # the calibration's progress bar reaches the terminal
     try:
-        lines = audit.plan_lines()
+        lines = audit.plan_lines(_uncaptured(session.config))
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     if reporter is not None:

@@ -145,9 +145,9 @@ class AuditSession:
             self._measurements["claims"].show_progress = show_progress
         return self._measurements["claims"]
 
-    def plan_lines(self) -> list[str]:
+    def plan_lines(self, show_progress: Callable[[], ContextManager[Any]] | None = None) -> list[str]:
         """The claims' plan (audit.plan), estimated from stage costs timed here when there is work to do; a BudgetError
-        (a UsageError) when it does not fit --budget."""
+        (a UsageError) when it does not fit --budget. `show_progress`: as for `claims` (the calibration's bar)."""
         from audit.plan import check_budget, plan_claims
 
         if self.run.model is None:
@@ -156,7 +156,7 @@ class AuditSession:
         from audit.claims import ClaimsMeasurement
         from audit.pipeline.calibration import calibrate
 
-        claims = self.claims()
+        claims = self.claims(show_progress)
         store = ArtifactStore(claims.store_root)
 
         def replan(profile, costs=None):

@@ -4,8 +4,8 @@
 prompts, a few optimiser steps of a LoRA student at the grid's smallest and largest rank and of a fully
 finetuned one (with the profile's batch size, precision and objective, on number completions of the profile's
 length), and one exact scoring pass over the probe questions. The result is cached per model, profile shape and
-machine, so only the first plan of a configuration pays for it (seconds on tiny-qwen, about a minute on
-SmolLM2-135M). `audit.plan` turns it into an estimate of the grid's wall time.
+machine, so only the first plan of a configuration pays for it (seconds on tiny-qwen, ~5 min on
+SmolLM2-135M, 7 with soft labels in fp32). `audit.plan` turns it into an estimate of the grid's wall time.
 """
 
 from __future__ import annotations
