@@ -264,10 +264,10 @@ def check_vllm_ranks(profile: "Profile") -> None:
                          f"up to {VLLM_LORA_RANKS[-1]} or --engine hf")
 
 
-def _longest_texts(model: "ResolvedModel", probes: "ProbeSet", traits: tuple[str, ...]) -> dict[str, str]:
-    """The longest text of each kind any stage renders, over every system mode the audit can use (the registry's
-    custom and user-prefix modes, the trait teachers' prompts): a teacher or student conversation with the longest
-    number prompt (without its completion), and a probe question with the answer prefix and the longest form."""
+def _longest_texts(model: "ResolvedModel", probes: "ProbeSet", traits: tuple[str, ...]) -> dict[str, list[str]]:
+    """The longest texts of each kind a stage renders, one per system mode the audit can use (the registry's custom
+    and user-prefix modes, the trait teachers' prompts): a teacher or student conversation with the longest number
+    prompt (without its completion), and a probe question with the answer prefix and the longest form."""
     from audit.chat.system_prompts import SYSTEM_PROMPTS
     from audit.numbers import longest_number_prompt
 
@@ -278,8 +278,8 @@ def _longest_texts(model: "ResolvedModel", probes: "ProbeSet", traits: tuple[str
     number = longest_number_prompt()
     question = max(probes.questions, key=len)
     form = max((f for entry in probes.panel for f in entry.surface_forms), key=len)
-    return {"teacher example": max(("".join(c.render_example(number, "")) for c in contexts), key=len),
-            "probe question": max((c.render_prompt(question) + probes.answer_prefix + form for c in contexts), key=len)}
+    return {"teacher example": ["".join(c.render_example(number, "")) for c in contexts],
+            "probe question": [c.render_prompt(question) + probes.answer_prefix + form for c in contexts]}
 
 
 def _token_counter(model_path: Path):
@@ -315,11 +315,11 @@ def check_sequence_fit(profile: "Profile", model: "ResolvedModel", probes: "Prob
         where = f"the vLLM engine's max_model_len {limit}"
     extra = {"teacher example": profile.data.max_tokens, "probe question": 0}
     texts = _longest_texts(model, probes, traits)
-    if all(len(text.encode()) + extra[kind] <= limit for kind, text in texts.items()):
+    if all(max(len(t.encode()) for t in group) + extra[kind] <= limit for kind, group in texts.items()):
         return
     count = _token_counter(model.path)
-    for kind, text in texts.items():
-        tokens = count(text) + extra[kind]
+    for kind, group in texts.items():  # the most bytes need not be the most tokens: count every context's text
+        tokens = max(count(t) for t in group) + extra[kind]
         if tokens > limit:
             completion = f" + {extra[kind]} completion tokens (max_tokens)" if extra[kind] else ""
             raise UsageError(f"profile {profile.name}: the longest {kind} is {tokens - extra[kind]} tokens{completion}, "
